@@ -1,0 +1,147 @@
+//! Parking: the one blocking primitive that `filament-sync` and `filament-net` build on.
+//!
+//! Every fiber and every OS thread owns a *token* (one bit), exactly like
+//! [`std::thread::park`]:
+//!
+//! * [`Unparker::unpark`] sets the token and, if the owner is parked, wakes it.
+//! * [`park`] / [`park_until`] consume the token if it is set and return at once; otherwise they
+//!   block the current fiber (the worker runs other fibers meanwhile) or the current OS thread
+//!   (when called outside a fiber) until the token is set or the deadline passes.
+//!
+//! **No lost wake-up.** Because the token survives an `unpark` that happens *before* the `park`,
+//! the usual pattern is race-free: publish an [`Unparker`] (from [`unparker`]) where the waker
+//! will find it, re-check the condition, then `park`; the waker changes the condition, then calls
+//! `unpark`. Either the parker sees the new condition, or the token makes its `park` return.
+//!
+//! **Spurious returns.** `park` may return without a matching `unpark` (a token left over from an
+//! earlier, abandoned wait; a deadline). Callers always re-check their condition in a loop.
+//!
+//! **Cancellation.** When the current fiber has been cancelled (`JoinHandle::cancel`), `park`
+//! does not block: it unwinds the fiber's stack instead (a panic with a private payload that the
+//! fiber's root catches). Code that registers a waiter before parking must therefore remove it in
+//! a drop guard, so an unwinding waiter leaves nothing stale behind.
+//!
+//! **Cost.** An [`Unparker`] is one reference-counted pointer; getting one does not allocate, so a
+//! waiter record can live on the parked fiber's own stack.
+//!
+//! Under `cfg(loom)` the thread variant is loom's thread park/unpark, so primitives written
+//! against this module are model-checked with loom threads standing in for fibers.
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::loom::thread;
+
+/// Wakes one parked fiber or OS thread. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Unparker {
+    inner: UnparkerInner,
+}
+
+#[derive(Clone)]
+enum UnparkerInner {
+    Thread(thread::Thread),
+    #[cfg(not(loom))]
+    Fiber(crate::sched::FiberRef),
+}
+
+impl Unparker {
+    /// Sets the owner's token and wakes it if it is parked. Unparking a fiber that has finished
+    /// is harmless.
+    pub fn unpark(&self) {
+        match &self.inner {
+            UnparkerInner::Thread(t) => t.unpark(),
+            #[cfg(not(loom))]
+            UnparkerInner::Fiber(f) => crate::sched::unpark_fiber(f),
+        }
+    }
+
+    /// True if both wake the same fiber or thread.
+    pub fn will_unpark(&self, other: &Unparker) -> bool {
+        match (&self.inner, &other.inner) {
+            (UnparkerInner::Thread(a), UnparkerInner::Thread(b)) => a.id() == b.id(),
+            #[cfg(not(loom))]
+            (UnparkerInner::Fiber(a), UnparkerInner::Fiber(b)) => a.ptr_eq(b),
+            #[cfg(not(loom))]
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Unparker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            UnparkerInner::Thread(t) => f.debug_tuple("Unparker::Thread").field(&t.id()).finish(),
+            #[cfg(not(loom))]
+            UnparkerInner::Fiber(r) => f.debug_tuple("Unparker::Fiber").field(&r.id()).finish(),
+        }
+    }
+}
+
+/// The [`Unparker`] of the calling fiber, or of the calling OS thread outside a fiber.
+pub fn unparker() -> Unparker {
+    #[cfg(not(loom))]
+    if let Some(f) = crate::sched::current_fiber_ref() {
+        return Unparker {
+            inner: UnparkerInner::Fiber(f),
+        };
+    }
+    Unparker {
+        inner: UnparkerInner::Thread(thread::current()),
+    }
+}
+
+/// True when the caller runs inside a filament fiber (so blocking parks the fiber, not the
+/// thread).
+pub fn in_fiber() -> bool {
+    #[cfg(not(loom))]
+    {
+        crate::sched::in_fiber()
+    }
+    #[cfg(loom)]
+    {
+        false
+    }
+}
+
+/// Blocks until the token is set (then clears it). May return spuriously; see the module docs.
+/// Unwinds the calling fiber if it has been cancelled.
+pub fn park() {
+    park_until(None);
+}
+
+/// Like [`park`], but returns no later than about `deadline` (when `Some`). Returns `true` if the
+/// deadline had passed when it returned, `false` if it returned because of a token (or
+/// spuriously). Callers re-check their condition either way.
+pub fn park_until(deadline: Option<Instant>) -> bool {
+    #[cfg(not(loom))]
+    if crate::sched::in_fiber() {
+        return crate::sched::park_fiber(deadline);
+    }
+    park_thread(deadline)
+}
+
+fn park_thread(deadline: Option<Instant>) -> bool {
+    match deadline {
+        None => {
+            thread::park();
+            false
+        }
+        #[cfg(not(loom))]
+        Some(d) => {
+            let now = Instant::now();
+            if d <= now {
+                return true;
+            }
+            thread::park_timeout(d - now);
+            Instant::now() >= d
+        }
+        #[cfg(loom)]
+        Some(_) => {
+            // loom has no time: a timed park is a park that may also return spuriously,
+            // which is exactly the set of behaviours a timeout adds.
+            thread::yield_now();
+            true
+        }
+    }
+}
