@@ -1,0 +1,230 @@
+//! `Socket<T>`: a non-blocking mio socket plus the reactor registration it makes lazily, and the
+//! one place where every blocking call of this crate waits.
+//!
+//! # How a call blocks
+//!
+//! [`Socket::io`] runs the syscall first. Only on `WouldBlock` does it compute the deadline (the
+//! socket's `SO_RCVTIMEO`/`SO_SNDTIMEO`, read back from the fd) and wait, in one of two ways:
+//!
+//! * **With a reactor.** If the socket is already registered, or the calling thread has a
+//!   reactor ([`reactor::current`], set on runtime workers), the socket is registered with it
+//!   (once, under `init`) and the wait is [`Registration::do_io`]: the caller (fiber or thread)
+//!   parks until readiness. A registration is kept for the socket's life, whoever calls later.
+//! * **Without one** (a plain OS thread, socket never registered): `poll(2)` on the fd for the
+//!   interest, with the deadline, then the syscall again, in a loop.
+//!
+//! # Drop order
+//!
+//! `reg` is declared before `io`, so the registration (whose drop deregisters the fd) goes
+//! before the mio socket closes the fd, as the reactor requires.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use filament_runtime::reactor::{self, Registration};
+use mio::unix::SourceFd;
+use mio::Interest;
+
+use crate::sys;
+
+/// Which socket timeout bounds a blocking call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Timeout {
+    /// No timeout (accept, connect without a timeout).
+    None,
+    /// `SO_RCVTIMEO` (set by `set_read_timeout`).
+    Read,
+    /// `SO_SNDTIMEO` (set by `set_write_timeout`).
+    Write,
+}
+
+/// A registration and the fd it was made for; deregisters on drop.
+#[derive(Debug)]
+struct RegCell {
+    reg: OnceLock<Registration>,
+    init: Mutex<()>,
+    fd: RawFd,
+}
+
+impl Drop for RegCell {
+    fn drop(&mut self) {
+        if let Some(reg) = self.reg.get() {
+            // Errors only mean the fd is already out of epoll; nothing to undo.
+            let _ = reg.deregister(&mut SourceFd(&self.fd));
+        }
+    }
+}
+
+/// A non-blocking mio socket and its lazily made reactor registration.
+#[derive(Debug)]
+pub(crate) struct Socket<T: AsRawFd> {
+    reg: RegCell,
+    io: T,
+}
+
+impl<T: AsRawFd> Socket<T> {
+    /// Wraps a socket that is already in non-blocking mode.
+    pub(crate) fn new(io: T) -> Self {
+        Socket {
+            reg: RegCell {
+                reg: OnceLock::new(),
+                init: Mutex::new(()),
+                fd: io.as_raw_fd(),
+            },
+            io,
+        }
+    }
+
+    /// The mio socket, for calls that never block.
+    pub(crate) fn get(&self) -> &T {
+        &self.io
+    }
+
+    /// Deregisters (if registered) and returns the mio socket.
+    pub(crate) fn into_inner(self) -> T {
+        let Socket { reg, io } = self;
+        drop(reg);
+        io
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+
+    /// Runs `op` on the socket until it does not return `WouldBlock`, waiting for `interest`
+    /// in between, bounded by the socket's `timeout` (then `TimedOut`). See the module docs.
+    pub(crate) fn io<R>(
+        &self,
+        interest: Interest,
+        timeout: Timeout,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        match op(&self.io) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+        let timeout = match timeout {
+            Timeout::None => None,
+            Timeout::Read => self.timeout(libc::SO_RCVTIMEO)?,
+            Timeout::Write => self.timeout(libc::SO_SNDTIMEO)?,
+        };
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait(interest, deadline, op)
+    }
+
+    /// Like [`io`](Self::io) with an explicit deadline and without the first eager attempt's
+    /// special role (the registration path tries `op` first anyway).
+    pub(crate) fn wait<R>(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        if let Some(reg) = self.registration()? {
+            return reg.do_io(interest, deadline, || op(&self.io));
+        }
+        loop {
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            sys::poll_fd(self.fd(), interest, deadline)?;
+        }
+    }
+
+    /// The registration: the existing one, or a new one with the caller's reactor, or `None`
+    /// when there is neither.
+    fn registration(&self) -> io::Result<Option<&Registration>> {
+        if let Some(reg) = self.reg.reg.get() {
+            return Ok(Some(reg));
+        }
+        let Some(reactor) = reactor::current() else {
+            return Ok(None);
+        };
+        let _guard = self.reg.init.lock().unwrap_or_else(|e| e.into_inner());
+        if self.reg.reg.get().is_none() {
+            let reg = reactor.register(&mut SourceFd(&self.fd()))?;
+            let _ = self.reg.reg.set(reg);
+        }
+        Ok(self.reg.reg.get())
+    }
+
+    pub(crate) fn timeout(&self, opt: libc::c_int) -> io::Result<Option<Duration>> {
+        sys::timeout(self.fd(), opt)
+    }
+
+    pub(crate) fn set_timeout(&self, opt: libc::c_int, dur: Option<Duration>) -> io::Result<()> {
+        sys::set_timeout(self.fd(), opt, dur)
+    }
+}
+
+/// Implements the fd traits and the std conversions for a socket type `$ty` whose field `s` is
+/// a `Socket<$mio>`, with std counterpart `$std`.
+macro_rules! impl_fd_traits {
+    ($ty:ident, $mio:ty, $std:ty) => {
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.s.fd()
+            }
+        }
+
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                // SAFETY: the fd is owned by `self` and stays open for the borrow's lifetime.
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(self.s.fd()) }
+            }
+        }
+
+        impl std::os::fd::IntoRawFd for $ty {
+            /// Deregisters the socket and gives up the fd, still in non-blocking mode.
+            fn into_raw_fd(self) -> std::os::fd::RawFd {
+                self.s.into_inner().into_raw_fd()
+            }
+        }
+
+        impl std::os::fd::FromRawFd for $ty {
+            /// Takes ownership of `fd` and puts it in non-blocking mode (errors ignored: they
+            /// mean an invalid fd, which the contract excludes).
+            unsafe fn from_raw_fd(fd: std::os::fd::RawFd) -> Self {
+                // SAFETY: the caller guarantees `fd` is an open socket of this kind that it
+                // owns; ownership moves into the std type.
+                let std = unsafe { <$std>::from_raw_fd(fd) };
+                Self::from(std)
+            }
+        }
+
+        impl From<$std> for $ty {
+            /// Puts the std socket in non-blocking mode and wraps it.
+            fn from(std: $std) -> Self {
+                let _ = std.set_nonblocking(true);
+                Self {
+                    s: $crate::socket::Socket::new(<$mio>::from_std(std)),
+                }
+            }
+        }
+
+        impl From<$ty> for $std {
+            /// Deregisters the socket and returns it in blocking mode, as std expects.
+            fn from(s: $ty) -> Self {
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                let fd = s.s.into_inner().into_raw_fd();
+                // SAFETY: `fd` was just released by the mio socket of the same kind; we own it.
+                let std = unsafe { <$std>::from_raw_fd(fd) };
+                let _ = std.set_nonblocking(false);
+                std
+            }
+        }
+    };
+}
+
+pub(crate) use impl_fd_traits;
+
+/// Duplicates `fd` (like `try_clone` in std); the copy shares the open file description, so it
+/// is non-blocking too and shares the socket options, timeouts included.
+pub(crate) fn dup<S: From<std::os::fd::OwnedFd>>(fd: RawFd) -> io::Result<S> {
+    // SAFETY: `fd` is open for the duration of this call (borrowed from a live socket).
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    Ok(S::from(borrowed.try_clone_to_owned()?))
+}
