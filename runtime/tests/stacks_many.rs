@@ -50,10 +50,8 @@ fn two_hundred_thousand_stacks_fit_in_a_few_mappings() {
     // Every stack is distinct and still holds what was written.
     for (i, stack) in stacks.iter().enumerate() {
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { ((stack.top() - 8) as *const usize).read_volatile() },
-            i
-        );
+        let word = unsafe { ((stack.top() - 8) as *const usize).read_volatile() };
+        assert_eq!(word, i);
     }
     assert!(stats.in_use >= STACKS, "{stats:?}");
     assert!(stats.reserved_bytes >= STACKS * (size + 4096), "{stats:?}");

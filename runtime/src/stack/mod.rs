@@ -19,7 +19,7 @@
 //!  └───────┴──────────────────────────────────────────────────────────────────┘
 //!  ▲       ▲                                 ▲                                 ▲
 //!  guard.0 bottom = guard.1       top - TRIM_DEPTH (trim threshold)     top = bottom + size
-//!                                                                     (= next slot's guard)
+//!                                                         (= next slot's guard, or arena end)
 //! ```
 //!
 //! * The guard page is installed with `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+), which puts
@@ -29,9 +29,10 @@
 //!   is remembered process-wide (`guard.rs`). When a mapping cannot be made because of the map
 //!   count, the error says so and shows the limit.
 //! * Arenas are sized geometrically per stack size: the first holds about 4 MiB of slots, each
-//!   next one twice as many, up to 1 GiB per arena (at least one slot). So a size class that
-//!   grows to N stacks costs O(log N) mappings, and a program with few fibers reserves only a few
-//!   MiB of address space (committed memory is only what the fibers touch). See `arena.rs`.
+//!   next one twice as many, up to 1 GiB per arena (at least one slot). So a size class needs
+//!   few arenas (200,000 stacks of 16 KiB take 11, which the kernel often merges into fewer
+//!   mappings still), and a program with few fibers reserves only a few MiB of address space
+//!   (committed memory is only what the fibers touch). See `arena.rs`.
 //! * Slots are carved lazily (guard installed when a slot is first handed out), so a fresh arena
 //!   costs one `mmap` + one `madvise`, and each new slot one `madvise`.
 //! * **Arenas live for the process**, like Go's stack spans: a slot returns to a free list, never
@@ -58,11 +59,14 @@
 //!
 //! The fast path (`acquire` served by the thread's pool, `release` into it) touches only
 //! thread-local data: no lock, no atomic read-modify-write, no syscall. It publishes the pool's
-//! length with one relaxed store to a per-thread counter that [`stats`] sums. Everything shared
-//! (free lists, arenas, counters) sits behind one mutex; it is taken on a pool miss (to take a
-//! batch of up to 16 stacks), when a pool overflows (to hand back half of it), on thread exit,
-//! and by `Drop`/`stats`. A slot moves between owners only by value (an address handed from one
-//! owner's container to another's), so no slot is ever owned twice.
+//! length with one relaxed store to a per-thread counter that [`stats`] sums (the counters are
+//! listed in a second mutex, taken when a thread first pools a stack, at its exit, and by
+//! `stats`). Everything else shared (free lists, arenas, totals) sits behind one mutex, taken
+//! on a pool miss (to take a batch of up to 16 stacks), when a pool overflows (to hand back
+//! half of it), on thread exit, and by `Drop` and `stats`; no code holds both mutexes at once.
+//! A slot moves between owners only by value (an address handed from one owner's container to
+//! another's, under that container's protection), so no slot is ever owned twice, and a slot's
+//! memory is only touched by its current owner (`trim` runs before the slot is handed on).
 //!
 //! # Trimming
 //!
@@ -181,7 +185,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        trim::trim_if_deep(self.bottom.get(), self.top());
+        // SAFETY: the stack is ours (being dropped), a whole slot stack of an arena, and no
+        // fiber runs on it (a fiber's owner holds its Stack while it can run).
+        unsafe { trim::trim_if_deep(self.bottom.get(), self.top()) };
         arena::give_back(self.size, [self.bottom]);
     }
 }
@@ -218,7 +224,9 @@ fn acquire_slow(size: usize) -> io::Result<Stack> {
 pub fn release(stack: Stack) {
     let stack = ManuallyDrop::new(stack);
     let (bottom, size) = (stack.bottom, stack.size);
-    trim::trim_if_deep(bottom.get(), bottom.get() + size);
+    // SAFETY: the stack was passed to us by value: it is ours, a whole slot stack of an arena,
+    // and no fiber runs on it.
+    unsafe { trim::trim_if_deep(bottom.get(), bottom.get() + size) };
     if !pool::push(size, bottom) {
         // The thread is exiting and its pool is gone.
         arena::give_back(size, [bottom]);

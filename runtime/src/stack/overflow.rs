@@ -18,8 +18,8 @@
 //! # The running record
 //!
 //! The handler learns which fiber runs on the thread from a thread-local *running record*
-//! slot owned by this module: the fiber module calls [`set_running_record`] with the fiber's
-//! [`FiberRecord`] on every resume and restores the previous value on suspend (a single TLS
+//! slot owned by this module: the fiber module calls `set_running_record` with the fiber's
+//! `FiberRecord` on every resume and restores the previous value on suspend (a single TLS
 //! store, inlined). The slot is a `const`-initialised `Cell` of a raw pointer with no
 //! destructor, so reading it is a plain TLS load: safe in a signal handler. The record must
 //! stay valid (not moved, not freed) while it is the running record; the fiber keeps it inside
@@ -168,6 +168,10 @@ unsafe fn install(signal: libc::c_int, previous: &PreviousAction) {
 }
 
 /// The SIGSEGV/SIGBUS handler (see the module docs).
+///
+/// # Safety
+/// Only the kernel calls it, as an `SA_SIGINFO` handler of SIGSEGV or SIGBUS, with the
+/// arguments it passes to such a handler.
 unsafe extern "C" fn on_fault(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,

@@ -70,6 +70,14 @@ fn rounding_and_its_errors() {
 }
 
 #[test]
+fn stack_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let stack = acquire(round_stack_size(MIN_STACK_SIZE).unwrap()).unwrap();
+    send(&stack);
+    release(stack);
+}
+
+#[test]
 fn unrounded_sizes_are_refused() {
     for size in [0, 1, MIN_STACK_SIZE + 1, MAX_STACK_SIZE + page()] {
         let err = acquire(size).expect_err("not rounded");

@@ -34,42 +34,52 @@ const PROBE_STRIDE: usize = 512;
 
 /// Trims the stack `[bottom, top)` if it was used deeply (see the module docs).
 ///
-/// The caller must own the stack, with no fiber running on it.
+/// # Safety
+/// `[bottom, top)` must be the whole of a stack from an arena (page-aligned bounds, read-write
+/// private anonymous memory) that the caller owns, with no fiber running on it: its memory
+/// below `top - TRIM_DEPTH` may be replaced by zero pages.
 #[inline]
-pub(super) fn trim_if_deep(bottom: usize, top: usize) {
+pub(super) unsafe fn trim_if_deep(bottom: usize, top: usize) {
     if top - bottom <= TRIM_DEPTH {
         return;
     }
     let threshold = top - TRIM_DEPTH;
-    if used_below(threshold) {
-        trim(bottom, threshold);
+    // SAFETY: the stack is larger than TRIM_DEPTH and a whole number of pages, so at least
+    // TRIM_DEPTH + 4 KiB: [threshold - 4 KiB, threshold) lies inside it; the caller owns it.
+    if unsafe { used_below(threshold) } {
+        // SAFETY: [bottom, threshold) is the deep part of the caller's unused stack.
+        unsafe { trim(bottom, threshold) };
     }
 }
 
-/// True when any probe word just below `threshold` is non-zero.
+/// True when any probe word in the 4 KiB just below `threshold` is non-zero.
+///
+/// # Safety
+/// `[threshold - 4096, threshold)` must be readable memory that nobody writes concurrently.
 #[inline]
-fn used_below(threshold: usize) -> bool {
+unsafe fn used_below(threshold: usize) -> bool {
     let mut any = 0usize;
     for i in 0..PROBES {
         let word = (threshold - (i + 1) * PROBE_STRIDE) as *const usize;
-        // SAFETY: the probes lie in [threshold - 4 KiB, threshold), inside the caller's stack
-        // (which is larger than TRIM_DEPTH + 4 KiB: MIN_STACK_SIZE rounding makes sizes whole
-        // pages, and a stack larger than TRIM_DEPTH is at least one page larger), readable,
-        // aligned, and owned by the caller with no fiber running on it. The read is volatile:
-        // the bytes were written by code the compiler knows nothing about (another fiber's
-        // frames), or are the kernel's zero page.
+        // SAFETY: the word is aligned and inside the range the caller vouches for. The read is
+        // volatile: the bytes were written by code the compiler knows nothing about (another
+        // fiber's frames, reached through a context switch), or are the kernel's zero page.
         any |= unsafe { word.read_volatile() };
     }
     any != 0
 }
 
 /// Drops the pages of `[bottom, threshold)` (both page-aligned).
+///
+/// # Safety
+/// The range must be private anonymous memory owned by the caller, whose contents nobody
+/// needs any more (they read as zero afterwards).
 #[cold]
 #[inline(never)]
-fn trim(bottom: usize, threshold: usize) {
-    // SAFETY: the range is inside the caller's stack, which nothing uses now; MADV_DONTNEED on
-    // private anonymous memory only replaces its pages with zero pages on next touch. Guard
-    // markers (below `bottom`) are not in the range, and would survive it anyway.
+unsafe fn trim(bottom: usize, threshold: usize) {
+    // SAFETY: guaranteed by the caller; MADV_DONTNEED on private anonymous memory only
+    // replaces its pages with zero pages on next touch. Guard markers (below `bottom`) are not
+    // in the range, and would survive it anyway.
     let rc = unsafe {
         libc::madvise(
             bottom as *mut libc::c_void,
@@ -126,7 +136,8 @@ mod tests {
         // The trimmed stack comes back from this thread's pool, reading as zero below.
         let again = acquire(size).unwrap();
         assert_eq!(again.bottom(), bottom);
-        assert!(!used_below(top - TRIM_DEPTH));
+        // SAFETY: we own the stack; the probe page lies inside it.
+        assert!(!unsafe { used_below(top - TRIM_DEPTH) });
         release(again);
     }
 
