@@ -44,7 +44,7 @@
 //!
 //! The handler is installed without `SA_NODEFER`: a fault inside it (which would mean a corrupt
 //! record) then kills the process with the default action instead of recursing on the
-//! alternate stack. Forwarded handlers therefore run with SIGSEGV/SIGBUS blocked and without
+//! alternate stack. Forwarded handlers therefore run with the faulting signal blocked and without
 //! their own `sa_mask`, as under any chaining handler.
 //!
 //! Limits: only one guard page lies below each stack, so a fiber whose frame jumps more than a

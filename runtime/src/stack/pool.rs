@@ -69,7 +69,8 @@ impl ThreadPool {
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         // SAFETY: the pool is thread-local, so only this thread reaches it, and no `&mut Inner`
         // is live when `with` is entered: `f` only manipulates vectors and calls into `arena`
-        // (a mutex and syscalls), none of which can call back into this module.
+        // (a mutex and syscalls), none of which can call back into this module (nor may the
+        // global allocator, which the vectors use: it must not acquire or release stacks).
         self.inner.with_mut(|inner| f(unsafe { &mut *inner }))
     }
 }

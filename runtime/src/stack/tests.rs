@@ -182,6 +182,12 @@ fn mprotect_fallback_reports_the_map_count() {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
+#[test]
+fn mmap_failure_is_explained() {
+    let out = run_child("stack::tests::child", "rlimit");
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
 /// Scenarios run in a child process (see [`run_child`]); a no-op in the normal run.
 #[test]
 fn child() {
@@ -196,6 +202,7 @@ fn child() {
         }
         Some("stats") => child_stats(),
         Some("fallback") => child_fallback(),
+        Some("rlimit") => child_rlimit(),
         Some(other) => panic!("unknown child scenario {other}"),
     }
 }
@@ -239,6 +246,32 @@ fn child_stats() {
     [d, e, f].into_iter().for_each(release);
     let s = stats();
     assert_eq!((s.in_use, s.pooled, s.arenas), (0, 5, 2), "{s:?}");
+}
+
+fn child_rlimit() {
+    // Leave 256 MiB of address space above what the process uses: a 1 GiB arena cannot fit.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let limit = (vm_kib * 1024 + (256 << 20)) as libc::rlim_t;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit only reads `rlimit`.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+    let err = acquire(MAX_STACK_SIZE).expect_err("1 GiB cannot be mapped");
+    assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot map a fiber stack arena: out of memory or vm.max_map_count ("),
+        "{msg}"
+    );
+    // Smaller stacks still work under the limit.
+    release(acquire(round_stack_size(MIN_STACK_SIZE).unwrap()).unwrap());
 }
 
 fn child_fallback() {
