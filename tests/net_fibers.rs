@@ -198,3 +198,49 @@ fn ten_thousand_blocked_fibers_cost_no_cpu() {
     assert_eq!(done, PAIRS * READERS_PER_PAIR);
     drop(clients);
 }
+
+#[test]
+fn fiber_read_timeout_and_cancel_while_blocked() {
+    let _w = watchdog("fiber_timeout_cancel", Duration::from_secs(60));
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let a = Arc::new(a);
+    // A read timeout in a fiber is served by the runtime's timer.
+    let a2 = a.clone();
+    let took = rt.block_on(move || {
+        a2.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let start = Instant::now();
+        let e = (&*a2).read(&mut [0u8; 4]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        a2.set_read_timeout(None).unwrap();
+        start.elapsed()
+    });
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(600),
+        "{took:?}"
+    );
+    // A fiber blocked in read unwinds when cancelled; the socket stays usable afterwards.
+    let a3 = a.clone();
+    let returned = Arc::new(AtomicUsize::new(0));
+    let r2 = returned.clone();
+    let blocked = rt.spawn(move || {
+        let _ = (&*a3).read(&mut [0u8; 4]);
+        r2.store(1, SeqCst);
+    });
+    thread::sleep(Duration::from_millis(100));
+    blocked.cancel();
+    assert!(
+        blocked.join().is_err(),
+        "a cancelled fiber reports an error"
+    );
+    let a4 = a.clone();
+    let reader = rt.spawn(move || {
+        let mut buf = [0u8; 4];
+        (&*a4).read_exact(&mut buf).unwrap();
+        buf
+    });
+    thread::sleep(Duration::from_millis(50));
+    (&b).write_all(b"ok!!").unwrap();
+    assert_eq!(&reader.join().unwrap(), b"ok!!");
+}
