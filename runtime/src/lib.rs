@@ -16,6 +16,7 @@ pub mod loom;
 #[cfg(not(loom))]
 pub mod native;
 pub mod park;
+pub mod reactor;
 #[cfg(not(loom))]
 pub(crate) mod sched;
 #[cfg(not(loom))]
