@@ -327,7 +327,9 @@ impl<T: ?Sized> Drop for LockWaitGuard<'_, T> {
                 // SAFETY: the node is ours and only ever linked in this list.
                 unsafe { list.remove(self.node) };
                 if list.is_empty() {
-                    self.mutex.state.fetch_and(!(HAS_WAITERS | STARVING), Relaxed);
+                    self.mutex
+                        .state
+                        .fetch_and(!(HAS_WAITERS | STARVING), Relaxed);
                 }
             }
             // SAFETY: HANDOFF made us the owner; release what we will never use.

@@ -84,7 +84,10 @@ impl Selected {
             1 => Kind::Retry,
             _ => Kind::Closed,
         };
-        Selected { op: code >> 2, kind }
+        Selected {
+            op: code >> 2,
+            kind,
+        }
     }
 
     fn encode(op: usize, kind: Kind) -> usize {
@@ -161,10 +164,7 @@ impl Context {
             }
             debug_assert_eq!(s, WAITING);
             if park_until(deadline) {
-                return match self.try_abort() {
-                    Ok(()) => None,
-                    Err(sel) => Some(sel),
-                };
+                return self.try_abort().err();
             }
         }
     }
@@ -221,13 +221,8 @@ impl Node {
     /// The node must not be linked in any list (nobody else reads `reg` then).
     pub(crate) unsafe fn set(&self, ctx: &Context, op: usize, packet: *mut ()) {
         // SAFETY: unlinked, so only the owner can reach the node (caller's contract).
-        self.reg.with_mut(|r| unsafe {
-            *r = Registration {
-                ctx,
-                op,
-                packet,
-            }
-        });
+        self.reg
+            .with_mut(|r| unsafe { *r = Registration { ctx, op, packet } });
     }
 
     fn reg(&self) -> Registration {
@@ -327,7 +322,9 @@ impl WaitList {
     /// `node` is alive and is either unlinked or linked in *this* list.
     pub(crate) unsafe fn remove(&mut self, node: &Node) -> bool {
         // SAFETY: we hold the list lock; the node is ours or linked here (caller).
-        let (prev, next, linked) = node.links.with(|l| unsafe { ((*l).prev, (*l).next, (*l).linked) });
+        let (prev, next, linked) = node
+            .links
+            .with(|l| unsafe { ((*l).prev, (*l).next, (*l).linked) });
         if !linked {
             return false;
         }

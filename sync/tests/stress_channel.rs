@@ -25,7 +25,11 @@ pub fn mpmc(
     per: usize,
     seed: u64,
 ) {
-    let seen = Arc::new((0..senders * per).map(|_| AtomicBool::new(false)).collect::<Vec<_>>());
+    let seen = Arc::new(
+        (0..senders * per)
+            .map(|_| AtomicBool::new(false))
+            .collect::<Vec<_>>(),
+    );
     let mut ts = tasks(senders, |s| {
         let tx = tx.clone();
         let mut rng = Rng::new(seed ^ s as u64);
@@ -79,9 +83,16 @@ pub fn mpmc(
                     },
                 };
                 let (s, i) = ((v >> SHIFT) as usize, v & 0xffff_ffff);
-                assert!(last[s].is_none_or(|l| l < i), "sender {s}: {i} after {:?}", last[s]);
+                assert!(
+                    last[s].is_none_or(|l| l < i),
+                    "sender {s}: {i} after {:?}",
+                    last[s]
+                );
                 last[s] = Some(i);
-                assert!(!seen[s * per + i as usize].swap(true, Relaxed), "duplicate {s}/{i}");
+                assert!(
+                    !seen[s * per + i as usize].swap(true, Relaxed),
+                    "duplicate {s}/{i}"
+                );
             }
         })
     }));
@@ -181,10 +192,16 @@ fn disconnection() {
 fn timeouts() {
     let (tx, rx) = bounded::<i32>(0);
     let t = Instant::now();
-    assert_eq!(rx.recv_timeout(Duration::from_millis(30)), Err(RecvTimeoutError::Timeout));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(30)),
+        Err(RecvTimeoutError::Timeout)
+    );
     assert!(t.elapsed() >= Duration::from_millis(30));
     let t = Instant::now();
-    assert!(tx.send_timeout(5, Duration::from_millis(30)).unwrap_err().is_timeout());
+    assert!(tx
+        .send_timeout(5, Duration::from_millis(30))
+        .unwrap_err()
+        .is_timeout());
     assert!(t.elapsed() >= Duration::from_millis(30));
     assert!(tx.try_send(5).unwrap_err().is_full());
     // Nothing stale is left: a later rendezvous works normally.
@@ -222,7 +239,10 @@ fn oneshot_basics() {
     assert_eq!(rx.recv(), Err(RecvError));
     let (tx, rx) = oneshot::<i32>();
     assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
-    assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(5)),
+        Err(RecvTimeoutError::Timeout)
+    );
     drop(rx);
     assert!(tx.is_closed());
     assert_eq!(tx.send(1).unwrap_err().into_inner(), 1);
@@ -356,7 +376,7 @@ pub fn select_mpmc(sp: &impl Spawn, cap: usize, per: usize) {
         let rxs = rxs.clone();
         let count = count.clone();
         ts.push(Box::new(move || {
-            let mut last = vec![None::<u64>; 6];
+            let mut last = [None::<u64>; 6];
             let mut open = [true; 3];
             while open.iter().any(|&o| o) {
                 let (k, v) = select! {
@@ -410,7 +430,10 @@ fn select_api_many_arms() {
     // More arms than the inline capacity, through the non-macro API.
     let chans: Vec<_> = (0..12).map(|_| unbounded::<usize>()).collect();
     chans[10].0.send(10).unwrap();
-    let arms: Vec<_> = chans.iter().map(|(_, rx)| channel::RecvArm::new(rx)).collect();
+    let arms: Vec<_> = chans
+        .iter()
+        .map(|(_, rx)| channel::RecvArm::new(rx))
+        .collect();
     let mut sel = channel::Select::new();
     for a in &arms {
         sel.recv(a);

@@ -153,7 +153,11 @@ fn rwlock_writer_preferred() {
 
 pub fn condvar_queue(sp: &impl Spawn, producers: usize, consumers: usize, per: usize) {
     let q = Arc::new((Mutex::new((VecDeque::new(), 0usize)), Condvar::new()));
-    let seen = Arc::new((0..producers * per).map(|_| AtomicBool::new(false)).collect::<Vec<_>>());
+    let seen = Arc::new(
+        (0..producers * per)
+            .map(|_| AtomicBool::new(false))
+            .collect::<Vec<_>>(),
+    );
     let mut ts = tasks(producers, |p| {
         let q = q.clone();
         Box::new(move || {
@@ -168,7 +172,8 @@ pub fn condvar_queue(sp: &impl Spawn, producers: usize, consumers: usize, per: u
     ts.extend(tasks(consumers, |_| {
         let (q, seen) = (q.clone(), seen.clone());
         Box::new(move || loop {
-            let mut g = q.1.wait_while(q.0.lock(), |(v, done)| v.is_empty() && *done < producers);
+            let mut g =
+                q.1.wait_while(q.0.lock(), |(v, done)| v.is_empty() && *done < producers);
             match g.0.pop_front() {
                 Some(x) => {
                     drop(g);

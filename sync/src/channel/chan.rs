@@ -86,7 +86,8 @@ unsafe fn put<T>(packet: *mut (), v: T) {
 /// As for [`put`], for a claimed sender offer (whose slot holds a value).
 unsafe fn take<T>(packet: *mut ()) -> T {
     // SAFETY: as in `put`.
-    unsafe { (*(packet as *const Slot<T>)).with_mut(|p| (*p).take()) }.expect("offer without a value")
+    unsafe { (*(packet as *const Slot<T>)).with_mut(|p| (*p).take()) }
+        .expect("offer without a value")
 }
 
 fn is_offer(r: &Registration) -> bool {
@@ -156,7 +157,11 @@ impl<T> Chan<T> {
     }
 
     /// Completes a receive if possible. `Err(disconnected)` otherwise.
-    pub(crate) fn try_recv_locked(&self, st: &mut State<T>, wakes: &mut Wakeups) -> Result<T, bool> {
+    pub(crate) fn try_recv_locked(
+        &self,
+        st: &mut State<T>,
+        wakes: &mut Wakeups,
+    ) -> Result<T, bool> {
         if let Some(v) = st.queue.pop_front() {
             self.dispatch_senders(st, wakes);
             return Ok(v);
@@ -199,7 +204,11 @@ impl<T> Chan<T> {
     }
 
     /// Blocking send (until `deadline`, if any).
-    pub(crate) fn send(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+    pub(crate) fn send(
+        &self,
+        msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
         let ctx = Context::new();
         let node = Node::new();
         let slot: Slot<T> = UnsafeCell::new(None);
@@ -322,7 +331,13 @@ impl<T> Chan<T> {
 
     /// Select send arm: true if a send would not block now; otherwise links `node` as an offer of
     /// the value in `slot` and returns false.
-    pub(crate) fn register_send(&self, node: &Node, ctx: &Context, op: usize, slot: &Slot<T>) -> bool {
+    pub(crate) fn register_send(
+        &self,
+        node: &Node,
+        ctx: &Context,
+        op: usize,
+        slot: &Slot<T>,
+    ) -> bool {
         let mut wakes = Wakeups::new();
         let mut st = self.lock();
         let me = ctx as *const Context;

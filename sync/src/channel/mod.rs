@@ -66,10 +66,7 @@ pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
 
 fn new_pair<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan::new(cap));
-    (
-        Sender { chan: chan.clone() },
-        Receiver { chan },
-    )
+    (Sender { chan: chan.clone() }, Receiver { chan })
 }
 
 /// The sending half of a channel. Clone it for more producers.
@@ -89,7 +86,9 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 impl<T> Sender<T> {
     /// Sends `msg`, waiting for room (or, for a rendezvous, for a receiver to take it).
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        self.chan.send(msg, None).map_err(|e| SendError(e.into_inner()))
+        self.chan
+            .send(msg, None)
+            .map_err(|e| SendError(e.into_inner()))
     }
 
     /// Sends `msg` if that can be done without waiting.

@@ -36,9 +36,7 @@ pub struct OneshotReceiver<T> {
 impl<T> OneshotSender<T> {
     /// Sends the value; never blocks. Fails (returning it) if the receiver is gone.
     pub fn send(self, msg: T) -> Result<(), SendError<T>> {
-        self.tx
-            .try_send(msg)
-            .map_err(|e| SendError(e.into_inner()))
+        self.tx.try_send(msg).map_err(|e| SendError(e.into_inner()))
     }
 
     /// True if the receiver is gone.

@@ -196,7 +196,9 @@ impl<T> ArmOps for SendArm<'_, T> {
     }
 
     fn register(&self, ctx: &Context, op: usize) -> bool {
-        self.tx.chan().register_send(&self.node, ctx, op, &self.slot)
+        self.tx
+            .chan()
+            .register_send(&self.node, ctx, op, &self.slot)
     }
 
     fn unregister(&self) {
@@ -466,7 +468,7 @@ fn random_below(n: usize) -> usize {
             x ^= x >> 7;
             x ^= x << 17;
             rng.set(x);
-            ((x >> 32) * n as u64 >> 32) as usize
+            (((x >> 32) * n as u64) >> 32) as usize
         })
     }
 }
