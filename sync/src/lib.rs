@@ -11,7 +11,7 @@
 //!   mutex) and an internal short lock ([`filament_runtime::loom::Mutex`]) protecting its waiter
 //!   list. The internal lock is never held across a park.
 //! * Blocked callers wait in intrusive lists whose nodes live on the blocked frame
-//!   ([`waiter`](crate::waiter) module docs): blocking allocates nothing. A waker *claims* a
+//!   (`waiter.rs` module docs): blocking allocates nothing. A waker *claims* a
 //!   waiter with one CAS, so wake-ups are never doubled, and a timeout or cancellation racing a
 //!   wake is decided by that same CAS.
 //! * Handoff where fairness matters: semaphore permits, rwlock turns, channel values and a
@@ -40,3 +40,8 @@ pub use mutex::{Mutex, MutexGuard};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use wait_group::WaitGroup;
+
+/// True when built with `--cfg loom`; lets the doc examples skip themselves there (loom types
+/// only work inside a `loom::model`).
+#[doc(hidden)]
+pub const __LOOM: bool = cfg!(loom);

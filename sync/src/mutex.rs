@@ -33,7 +33,7 @@
 //! half-done update must do so in their own data.
 //!
 //! **Waiter storage.** Waiters are intrusive nodes on the blocked caller's stack
-//! ([`crate::waiter`]); blocking allocates nothing.
+//! (`waiter.rs`); blocking allocates nothing.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -54,6 +54,7 @@ const STARVING: usize = 4;
 /// thread outside a fiber.
 ///
 /// ```
+/// # if filament_sync::__LOOM { return; } // loom types cannot run outside a model
 /// use std::sync::Arc;
 /// use filament_sync::Mutex;
 ///

@@ -58,6 +58,7 @@ struct Queues {
 /// readers (see the module docs). Does not poison.
 ///
 /// ```
+/// # if filament_sync::__LOOM { return; } // loom types cannot run outside a model
 /// use filament_sync::RwLock;
 ///
 /// let lock = RwLock::new(5);

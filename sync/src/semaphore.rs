@@ -38,6 +38,7 @@ const PERMIT: usize = 2;
 /// A counting semaphore usable from fibers and OS threads. Waiters are served in FIFO order.
 ///
 /// ```
+/// # if filament_sync::__LOOM { return; } // loom types cannot run outside a model
 /// use filament_sync::Semaphore;
 ///
 /// let sem = Semaphore::new(2);

@@ -27,6 +27,7 @@ use crate::waiter::{Context, Kind, Node, WaitList, Wakeups};
 /// Waits for a collection of tasks to finish (Go's `sync.WaitGroup`). Clones share one counter.
 ///
 /// ```
+/// # if filament_sync::__LOOM { return; } // loom types cannot run outside a model
 /// use filament_sync::WaitGroup;
 ///
 /// let wg = WaitGroup::new();

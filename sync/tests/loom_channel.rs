@@ -207,3 +207,22 @@ fn select_timeout_races_send() {
         }
     });
 }
+
+/// try_send on a rendezvous completes against a blocked select (its recv arm is an offer).
+#[test]
+fn try_send_to_select() {
+    loom::model(|| {
+        let (tx, rx) = bounded(0);
+        let h = thread::spawn(move || {
+            let r = RecvArm::new(&rx);
+            let mut sel = Select::new();
+            sel.recv(&r);
+            let i = sel.select_timeout(Duration::from_millis(1));
+            drop(sel);
+            i.map(|_| r.into_result())
+        });
+        let sent = tx.try_send(1).is_ok();
+        let got = h.join().unwrap();
+        assert_eq!(sent, got == Some(Ok(1)));
+    });
+}

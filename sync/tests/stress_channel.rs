@@ -1,4 +1,6 @@
 //! Real-thread stress tests of the channels and `select!`. Bodies take a `Spawn` (see `common`).
+// Real threads and std time: meaningless (and panicking) under loom.
+#![cfg(not(loom))]
 
 mod common;
 
@@ -443,4 +445,28 @@ fn select_api_many_arms() {
     let a = arms.into_iter().nth(10).unwrap();
     assert!(a.is_selected());
     assert_eq!(a.into_result(), Ok(10));
+}
+
+#[test]
+fn try_send_reaches_selecting_receiver() {
+    let (tx, rx) = bounded::<u32>(0);
+    let (_tx2, rx2) = bounded::<u32>(0);
+    let h = std::thread::spawn(move || {
+        select! {
+            recv(rx) -> v => v.unwrap(),
+            recv(rx2) -> v => v.unwrap() + 100,
+        }
+    });
+    let t = Instant::now();
+    loop {
+        match tx.try_send(5) {
+            Ok(()) => break,
+            Err(TrySendError::Full(_)) => {
+                assert!(t.elapsed() < Duration::from_secs(5), "select never offered");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(h.join().unwrap(), 5);
 }

@@ -1,5 +1,7 @@
 //! Real-thread stress tests of Mutex, RwLock, Condvar, Semaphore, Barrier and WaitGroup.
 //! Bodies take a `Spawn` so they can be rerun with fibers (see `common`).
+// Real threads and std time: meaningless (and panicking) under loom.
+#![cfg(not(loom))]
 
 mod common;
 

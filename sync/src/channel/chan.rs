@@ -7,9 +7,10 @@
 //!             the queue stays empty and values pass directly between waiters)
 //!  senders    blocked senders. Every node is an *offer*: its packet points at a slot on the
 //!             sender's stack holding the value (plain `send`, and `select` send arms)
-//!  receivers  blocked receivers. A node is an *offer* (packet -> empty slot on a plain
-//!             `recv`'s stack) or an *interest* (packet null: a `select` recv arm, which is only
-//!             woken and then retries)
+//!  receivers  blocked receivers. Every node is an *offer* too: its packet points at an empty
+//!             slot on the receiver's stack (plain `recv`, and `select` recv arms). (The engine
+//!             also supports *interest* nodes with a null packet, which are only woken, RETRY,
+//!             and then retry; nothing registers them at present.)
 //!  tx, rx     number of live Sender / Receiver handles
 //! ```
 //!
@@ -309,8 +310,14 @@ impl<T> Chan<T> {
     }
 
     /// Select recv arm: true if a receive would not block now; otherwise links `node` as an
-    /// interest and returns false.
-    pub(crate) fn register_recv(&self, node: &Node, ctx: &Context, op: usize) -> bool {
+    /// offer with the empty `slot` and returns false.
+    pub(crate) fn register_recv(
+        &self,
+        node: &Node,
+        ctx: &Context,
+        op: usize,
+        slot: &Slot<T>,
+    ) -> bool {
         let mut st = self.lock();
         let me = ctx as *const Context;
         if !st.queue.is_empty()
@@ -321,9 +328,10 @@ impl<T> Chan<T> {
         {
             return true;
         }
-        // SAFETY: the arm's node is unlinked; the select unlinks it before returning.
+        // SAFETY: the arm's node is unlinked; the select unlinks it before returning; the slot
+        // outlives the registration.
         unsafe {
-            node.set(ctx, op, ptr::null_mut());
+            node.set(ctx, op, slot as *const Slot<T> as *mut ());
             st.receivers.push_back(node);
         }
         false
@@ -369,6 +377,19 @@ impl<T> Chan<T> {
     pub(crate) fn forward_recv_wake(&self) {
         let mut wakes = Wakeups::new();
         let mut st = self.lock();
+        self.dispatch_receivers(&mut st, &mut wakes);
+        drop(st);
+    }
+
+    /// Puts back a value that was handed to a receiver which then unwound (buffered flavours;
+    /// with a rendezvous the value is dropped, its sender has already returned).
+    pub(crate) fn requeue_front(&self, v: T) {
+        if self.cap == Some(0) {
+            return;
+        }
+        let mut wakes = Wakeups::new();
+        let mut st = self.lock();
+        st.queue.push_front(v);
         self.dispatch_receivers(&mut st, &mut wakes);
         drop(st);
     }
@@ -442,13 +463,8 @@ impl<T> Drop for WaitGuard<'_, T> {
             (Ok(()), Some(_)) => self.chan.unlink_receiver(self.node),
             (Err(sel), Some(slot)) if sel.kind == Kind::Handoff => {
                 // SAFETY: the wait resolved; the slot is ours again.
-                let v = slot.with_mut(|p| unsafe { (*p).take() });
-                if let (Some(v), true) = (v, self.chan.cap != Some(0)) {
-                    let mut wakes = Wakeups::new();
-                    let mut st = self.chan.lock();
-                    st.queue.push_front(v);
-                    self.chan.dispatch_receivers(&mut st, &mut wakes);
-                    drop(st);
+                if let Some(v) = slot.with_mut(|p| unsafe { (*p).take() }) {
+                    self.chan.requeue_front(v);
                 }
             }
             (Err(_), _) => {}

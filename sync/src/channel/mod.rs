@@ -19,6 +19,7 @@
 //! disconnection and select protocols in one place where loom can check them.
 //!
 //! ```
+//! # if filament_sync::__LOOM { return; } // loom types cannot run outside a model
 //! use filament_sync::channel;
 //!
 //! let (tx, rx) = channel::bounded(2);

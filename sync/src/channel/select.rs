@@ -3,11 +3,13 @@
 //! # Arms
 //!
 //! Each operation is an *arm* object that lives in the caller's frame and owns an intrusive
-//! waiter node: a [`RecvArm`] registers as an *interest* in its channel's receiver list (it is
-//! only woken, RETRY, and then retries), a [`SendArm`] carries its value from the start (as in
-//! Go, the message is evaluated before the select blocks) and registers as an *offer* that a
-//! receiver completes directly (HANDOFF). Because send arms are real offers, a `select` that
-//! sends on a rendezvous channel meets a `select` that receives on it.
+//! waiter node and a typed value slot. Both kinds register as *offers*, exactly like a plain
+//! blocked `send`/`recv`: a [`RecvArm`] offers its empty slot, which a sender fills (HANDOFF);
+//! a [`SendArm`] carries its value from the start (as in Go, the message is evaluated before the
+//! select blocks), which a receiver takes (HANDOFF). A counterpart completes the operation by
+//! claiming the select's one context, so at most one arm completes; `try_send`/`try_recv` on a
+//! rendezvous channel complete against a blocked select, and a select that sends on a
+//! rendezvous channel meets a select that receives on it.
 //!
 //! # Algorithm (one [`Context`] for the whole select)
 //!
@@ -20,13 +22,13 @@
 //! 3. **Wait** until claimed or the deadline passes (then abort; losing that CAS means we were
 //!    claimed after all).
 //! 4. **Unregister** every linked arm under its channel's lock. HANDOFF/CLOSED on a send arm is
-//!    the final result; RETRY on a recv arm means "try again, this arm first".
+//!    the final result for either kind (CLOSED: disconnected); RETRY (only from the engine's
+//!    interest path) means "try again, this arm first".
 //!
 //! **No lost wake-up:** every arm's readiness is checked under its channel's lock in the same
 //! critical section that links it, and every change that could make it ready dispatches to the
-//! linked nodes. A select woken through arm `i` tries `i` first, so it never completes another
-//! arm while leaving `i`'s value behind unnoticed; a select that unwinds after a RETRY passes the
-//! wake on to the next receiver. Claims are single CASes, so at most one arm completes.
+//! linked nodes. Claims are single CASes, so at most one arm completes. A select that unwinds
+//! after a value was handed to its recv arm puts the value back at the queue front.
 //!
 //! **Allocation:** up to 8 arms are held inline; more spill into a `Vec`.
 
@@ -51,8 +53,8 @@ trait ArmOps {
     fn unregister(&self);
     /// A counterpart resolved this arm with HANDOFF/CLOSED; true if that completed it.
     fn resolved(&self, kind: Kind) -> bool;
-    /// Passes on a RETRY wake that will not be used.
-    fn forward(&self);
+    /// Gives back what a counterpart did for an arm whose select unwinds (`kind` as claimed).
+    fn abandon(&self, kind: Kind);
     /// Records that this arm is the one the select completed.
     fn mark_selected(&self);
 }
@@ -61,6 +63,7 @@ trait ArmOps {
 pub struct RecvArm<'a, T> {
     rx: &'a Receiver<T>,
     node: Node,
+    slot: Slot<T>,
     result: Cell<Option<Result<T, RecvError>>>,
     selected: Cell<bool>,
 }
@@ -82,6 +85,7 @@ impl<'a, T> RecvArm<'a, T> {
         RecvArm {
             rx,
             node: Node::new(),
+            slot: UnsafeCell::new(None),
             result: Cell::new(None),
             selected: Cell::new(false),
         }
@@ -148,19 +152,38 @@ impl<T> ArmOps for RecvArm<'_, T> {
     }
 
     fn register(&self, ctx: &Context, op: usize) -> bool {
-        self.rx.chan().register_recv(&self.node, ctx, op)
+        self.rx
+            .chan()
+            .register_recv(&self.node, ctx, op, &self.slot)
     }
 
     fn unregister(&self) {
         self.rx.chan().unlink_receiver(&self.node);
     }
 
-    fn resolved(&self, _kind: Kind) -> bool {
-        false // interests are only ever woken to retry
+    fn resolved(&self, kind: Kind) -> bool {
+        // SAFETY: the claim resolved and the node is unlinked: the slot is ours again, and the
+        // Acquire in `Context::wait` ordered the sender's write before this read.
+        let v = self.slot.with_mut(|p| unsafe { (*p).take() });
+        match (kind, v) {
+            (Kind::Handoff, Some(v)) => self.result.set(Some(Ok(v))),
+            (Kind::Closed, _) => self.result.set(Some(Err(RecvError))),
+            _ => return false,
+        }
+        true
     }
 
-    fn forward(&self) {
-        self.rx.chan().forward_recv_wake();
+    fn abandon(&self, kind: Kind) {
+        match kind {
+            Kind::Retry => self.rx.chan().forward_recv_wake(),
+            Kind::Handoff => {
+                // SAFETY: as in `resolved`.
+                if let Some(v) = self.slot.with_mut(|p| unsafe { (*p).take() }) {
+                    self.rx.chan().requeue_front(v);
+                }
+            }
+            Kind::Closed => {}
+        }
     }
 
     fn mark_selected(&self) {
@@ -210,7 +233,9 @@ impl<T> ArmOps for SendArm<'_, T> {
         true
     }
 
-    fn forward(&self) {}
+    fn abandon(&self, _kind: Kind) {
+        // HANDOFF: the value went; CLOSED: it stays in the slot and drops with the arm.
+    }
 
     fn mark_selected(&self) {
         self.selected.set(true);
@@ -222,6 +247,7 @@ const INLINE: usize = 8;
 /// Waits on several channel operations and completes exactly one of them.
 ///
 /// ```
+/// # if filament_sync::__LOOM { return; } // loom types cannot run outside a model
 /// use filament_sync::channel::{self, RecvArm, Select, SendArm};
 ///
 /// let (tx1, rx1) = channel::bounded::<i32>(1);
@@ -399,7 +425,7 @@ impl<'a> Select<'a> {
 }
 
 /// Unregisters the arms of a select that unwinds out of `park`, and settles a claim that raced
-/// with it: a RETRY is passed on; a completed send arm simply stays completed (its value went).
+/// with it (see [`ArmOps::abandon`]).
 struct Registered<'s, 'a> {
     sel: &'s Select<'a>,
     ctx: &'s Context,
@@ -412,9 +438,7 @@ impl Drop for Registered<'_, '_> {
         let r = self.ctx.try_abort();
         self.sel.unregister(self.start, self.count);
         if let Err(s) = r {
-            if s.kind == Kind::Retry {
-                self.sel.arm(s.op).forward();
-            }
+            self.sel.arm(s.op).abandon(s.kind);
         }
     }
 }

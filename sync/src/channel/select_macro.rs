@@ -19,6 +19,7 @@
 /// * At most 32 operation arms.
 ///
 /// ```
+/// # if filament_sync::__LOOM { return; } // loom types cannot run outside a model
 /// use std::time::Duration;
 /// use filament_sync::{channel, select};
 ///
