@@ -45,7 +45,6 @@
 //!   (buffered flavours); with a rendezvous the value is dropped (its sender already returned).
 
 use std::collections::VecDeque;
-use std::ptr;
 use std::time::Instant;
 
 use filament_runtime::loom::{Mutex as ListLock, MutexGuard, UnsafeCell};
