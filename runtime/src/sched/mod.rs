@@ -1,28 +1,168 @@
-//! The scheduler (being built; see issue 3). This placeholder only provides what `park` links
-//! against so the crate compiles while the scheduler is written.
+//! The M:N scheduler: fibers on a work-stealing pool of worker threads.
+//!
+//! # Queues
+//!
+//! Each worker owns (see [`worker`]):
+//! * a LIFO slot: the fiber it just spawned or woke runs next (cache-hot, like Go's `runnext`),
+//!   taken at most [`worker::LIFO_STREAK`] times in a row so two fibers waking each other cannot
+//!   starve the rest of the queue;
+//! * a bounded-by-practice FIFO *stealable* deque (crossbeam-deque): fibers that have not started
+//!   yet, and — in a runtime built with `migrate_fibers` — every runnable fiber;
+//! * a private FIFO of *pinned* fibers: started fibers of a non-migrating runtime, which only this
+//!   worker may run (DESIGN.md decision 7);
+//! * an *inbox*: a queue other threads push a pinned fiber into when they wake it.
+//!
+//! Fibers created outside the pool go to the global injector. Every 61st scheduling decision a
+//! worker looks at the injector first, so it cannot be starved by local work.
+//!
+//! # Searching and parking (why no wake-up is lost)
+//!
+//! A worker with nothing to run becomes *searching* if fewer than half of the workers already
+//! are, and steals half of a random victim's stealable deque (or a batch from the injector). A
+//! worker that finds nothing parks:
+//!
+//! 1. it adds itself to the idle list ([`idle::Idle`]),
+//! 2. stops searching (decrements the searching count),
+//! 3. issues a SeqCst fence and **re-checks every queue** (injector, stealable deques, its own
+//!    inbox, due timers); if anything is there it takes itself off the idle list and goes on,
+//! 4. otherwise blocks: exactly one parked worker blocks in the reactor's `poll` with the next
+//!    timer deadline as its timeout (the *poller*); the others wait on their own condvar.
+//!
+//! Whoever makes work runnable (spawn, wake, timer) pushes it, issues a SeqCst fence, and then
+//! calls `notify_work`: if some worker is searching, it does nothing (that searcher will find the
+//! work, and a searcher that finds work and stops searching notifies again if it was the last
+//! one); otherwise it pops one parked worker from the idle list, counts it as searching on its
+//! behalf, and wakes it (its condvar, or the reactor's `Waker` if it is the poller). By the two
+//! fences, either the pusher sees the parking worker's decrement of the searching count and its
+//! place in the idle list, or the parking worker's re-check sees the pushed fiber: a fiber can
+//! never sit in a queue while every worker sleeps.
+//!
+//! A pinned fiber woken elsewhere goes to its home worker's inbox and that worker is woken
+//! directly ([`idle::WorkerParker`]: a token under a lock, so a wake before the park is kept; the
+//! poller checks the token after announcing itself as poller, so a wake that finds it polling
+//! uses the reactor's `Waker` instead).
+//!
+//! # Blocking and the monitor
+//!
+//! `blocking(f)` runs `f` on a thread of the [`blocking_pool`] while the calling fiber parks, so
+//! the worker keeps serving its other fibers (see that module for why this beats handing the
+//! queue off when fibers are bound to their thread). A monitor thread notices a worker stuck on
+//! one fiber for more than 10 ms while stealable work waits and starts a spare worker to serve
+//! it; it also fires overdue timers and polls the reactor when no worker does. Spare workers
+//! exit after they have been idle for a while (and own no pinned fibers).
+//!
+//! # Shutdown
+//!
+//! Dropping the `Runtime` sets the shutdown flag, cancels every live fiber (each unwinds at its
+//! next blocking point; fibers that never started are dropped), waits until the registry of live
+//! fibers is empty, then stops and joins the workers and the monitor.
 
+pub(crate) mod blocking_pool;
+pub(crate) mod idle;
+pub(crate) mod monitor;
+pub(crate) mod registry;
+pub(crate) mod state;
+pub(crate) mod task;
+pub(crate) mod worker;
+
+use std::sync::Arc;
 use std::time::Instant;
 
-/// A counted reference to a scheduled fiber (placeholder).
-#[derive(Clone)]
-pub struct FiberRef(());
+use crossbeam_deque::Injector;
 
-impl FiberRef {
-    pub(crate) fn ptr_eq(&self, _other: &FiberRef) -> bool {
-        true
+use crate::loom::{AtomicBool, AtomicU64, Ordering::*};
+use crate::reactor::Reactor;
+use crate::time::Timers;
+
+pub use self::task::Cancelled;
+pub(crate) use self::task::TaskRef;
+
+/// Settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) max_spares: usize,
+    pub(crate) stack_size: usize,
+    pub(crate) migrate: bool,
+    pub(crate) name: Arc<str>,
+}
+
+/// Counters behind `Runtime::metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) spawned: AtomicU64,
+    pub(crate) finished: AtomicU64,
+    pub(crate) steals: AtomicU64,
+    pub(crate) parks: AtomicU64,
+    pub(crate) unparks: AtomicU64,
+    pub(crate) worker_parks: AtomicU64,
+    pub(crate) spares_started: AtomicU64,
+}
+
+/// State shared by the workers of one runtime and by every task of it.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) workers: Box<[worker::WorkerShared]>,
+    pub(crate) injector: Injector<TaskRef>,
+    pub(crate) idle: idle::Idle,
+    pub(crate) reactor: Arc<Reactor>,
+    pub(crate) timers: Timers,
+    pub(crate) registry: registry::Registry,
+    pub(crate) counters: Counters,
+    pub(crate) next_id: AtomicU64,
+    /// Set by `Runtime::drop` once no fiber is live: the workers and the monitor exit.
+    pub(crate) stop: AtomicBool,
+    /// Set when the runtime starts shutting down: new fibers are cancelled before they run.
+    pub(crate) shutdown: AtomicBool,
+    /// The monitor thread's parker (woken on shutdown).
+    pub(crate) monitor_parker: idle::WorkerParker,
+    pub(crate) threads: crate::loom::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Queues a fiber that just became runnable (woken, timed out, cancelled or spawned) from
+    /// any thread. See the module docs for where it goes.
+    pub(crate) fn schedule(self: &Arc<Self>, task: TaskRef) {
+        if let Some(ctx) = worker::current() {
+            if Arc::ptr_eq(&ctx.shared, self) {
+                ctx.schedule_local(task);
+                return;
+            }
+        }
+        self.schedule_remote(task);
     }
-    pub(crate) fn id(&self) -> u64 {
-        0
+
+    /// Queues a fiber from a thread that is not one of this runtime's workers.
+    pub(crate) fn schedule_remote(&self, task: TaskRef) {
+        let home = task.header.home.load(Acquire);
+        if home != task::NO_HOME && !self.config.migrate {
+            self.workers[home].inbox.push(task);
+            self.wake_worker(home);
+        } else {
+            self.injector.push(task);
+            self.notify_work();
+        }
+    }
+
+    /// True when some queue other than the pinned ones holds work.
+    pub(crate) fn has_stealable_work(&self) -> bool {
+        !self.injector.is_empty() || self.workers.iter().any(|w| !w.stealer.is_empty())
+    }
+
+    /// Fires the timers that are due, queueing their fibers. Returns how many fired.
+    pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) -> usize {
+        let mut fired = 0;
+        while let Some(task) = self.timers.pop_due(now) {
+            fired += 1;
+            self.schedule(task);
+        }
+        fired
     }
 }
 
-pub(crate) fn current_fiber_ref() -> Option<FiberRef> {
-    None
-}
+/// Is the caller a fiber of some runtime? (Its own `#[inline(never)]` accessor: see worker.)
 pub(crate) fn in_fiber() -> bool {
-    false
+    worker::current_task().is_some() && crate::fiber::in_fiber_stack()
 }
-pub(crate) fn unpark_fiber(_f: &FiberRef) {}
-pub(crate) fn park_fiber(_deadline: Option<Instant>) -> bool {
-    unreachable!("no fibers yet")
-}
+
+pub(crate) use self::worker::{current_fiber_ref, park_fiber, unpark_fiber, FiberRef};

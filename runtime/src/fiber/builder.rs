@@ -1,0 +1,170 @@
+//! Spawning fibers: `spawn`, the per-fiber `Builder`, and the internal spawns used by
+//! `block_on` and `scope`.
+
+use std::io;
+use std::panic::Location;
+use std::sync::Arc;
+
+use crate::loom::Ordering::*;
+use crate::runtime::default_runtime;
+use crate::sched::task::{new_task, new_task_unchecked};
+use crate::sched::{worker, Shared, TaskRef};
+use crate::stack::round_stack_size;
+
+use super::join::JoinHandle;
+
+/// Per-fiber settings, like `std::thread::Builder`.
+///
+/// ```
+/// let rt = filament_runtime::Runtime::builder().workers(1).build().unwrap();
+/// let h = rt.block_on(|| {
+///     filament_runtime::Builder::new()
+///         .name("worker-7")
+///         .stack_size(64 * 1024)
+///         .spawn(|| filament_runtime::current().name().map(String::from))
+///         .unwrap()
+///         .join()
+///         .unwrap()
+/// });
+/// assert_eq!(h.as_deref(), Some("worker-7"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// Default settings: no name, the runtime's stack size.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names the fiber (shown by `current().name()`, overflow reports and dumps).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The fiber's stack size in bytes (rounded up to pages; too small or too large is an error
+    /// from `spawn`).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns the fiber on the current runtime (the caller's, when called from a fiber; else
+    /// the default runtime).
+    #[track_caller]
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = current_shared();
+        self.spawn_on(&shared, f)
+    }
+
+    #[track_caller]
+    pub(crate) fn spawn_on<F, T>(self, shared: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let stack_size = match self.stack_size {
+            Some(s) => round_stack_size(s)?,
+            None => shared.config.stack_size,
+        };
+        let name = self.name.map(Arc::<str>::from);
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        let task = new_task(
+            shared.clone(),
+            id,
+            name,
+            stack_size,
+            Location::caller(),
+            f,
+        );
+        Ok(JoinHandle::new(submit(shared, task)))
+    }
+}
+
+/// Registers and queues a new task.
+fn submit(shared: &Arc<Shared>, task: TaskRef) -> TaskRef {
+    if shared.shutdown.load(Acquire) {
+        // The runtime is shutting down: the fiber is cancelled before it ever runs.
+        task.header.state.cancel();
+    }
+    shared.registry.insert(&task);
+    shared.counters.spawned.fetch_add(1, Relaxed);
+    shared.schedule(task.clone());
+    task
+}
+
+/// The runtime of the calling fiber, or the default runtime.
+pub(crate) fn current_shared() -> Arc<Shared> {
+    match worker::current() {
+        Some(ctx) => ctx.shared.clone(),
+        None => default_runtime().shared().clone(),
+    }
+}
+
+/// Spawns a fiber running `f` on the current runtime (see [`Builder::spawn`]), like
+/// `std::thread::spawn`. Outside any runtime, a default runtime with one worker per CPU starts
+/// on first use.
+///
+/// ```
+/// let h = filament_runtime::spawn(|| 1 + 1);
+/// assert_eq!(h.join().unwrap(), 2);
+/// ```
+#[track_caller]
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = current_shared();
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    let task = new_task(
+        shared.clone(),
+        id,
+        None,
+        shared.config.stack_size,
+        Location::caller(),
+        f,
+    );
+    JoinHandle::new(submit(&shared, task))
+}
+
+/// Spawns a fiber whose closure and result may borrow from the caller (`block_on`, `scope`).
+/// The returned handle must be joined, and its result taken or dropped, before those borrows
+/// end: the callers guarantee that.
+#[track_caller]
+pub(crate) fn spawn_scoped_on<'a, F, T>(shared: &Arc<Shared>, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'a,
+    T: Send + 'a,
+{
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    // SAFETY: the callers (`Runtime::block_on`, `Scope`) wait for the fiber to finish and take
+    // or drop its result before 'a ends.
+    let task = unsafe {
+        new_task_unchecked(
+            shared.clone(),
+            id,
+            None,
+            shared.config.stack_size,
+            Location::caller(),
+            f,
+        )
+    };
+    JoinHandle::new(submit(shared, task))
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for completion and takes the result (used by `block_on`).
+    pub(crate) fn join_now(self) -> std::thread::Result<T> {
+        self.task.header.join.wait();
+        self.take()
+    }
+}

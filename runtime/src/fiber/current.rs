@@ -1,0 +1,112 @@
+//! The running fiber: `current()`, `yield_now`, `sleep`, and the `Fiber` handle.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
+
+use crate::sched::{worker, TaskRef};
+
+/// A fiber's unique id within the process (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiberId(NonZeroU64);
+
+impl FiberId {
+    /// The id as a number.
+    pub fn as_u64(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for FiberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A handle to a fiber, like `std::thread::Thread`: its id and name, and `unpark`.
+#[derive(Clone)]
+pub struct Fiber {
+    task: TaskRef,
+}
+
+impl Fiber {
+    pub(crate) fn from_task(task: TaskRef) -> Self {
+        Fiber { task }
+    }
+
+    /// The fiber's id.
+    pub fn id(&self) -> FiberId {
+        FiberId(NonZeroU64::new(self.task.header.id).expect("fiber ids start at 1"))
+    }
+
+    /// The fiber's name, if it was given one (`Builder::name`).
+    pub fn name(&self) -> Option<&str> {
+        self.task.header.name.as_deref()
+    }
+
+    /// Sets the fiber's park token, waking it if it is in [`crate::park::park`].
+    pub fn unpark(&self) {
+        crate::sched::unpark_fiber(&crate::sched::FiberRef(self.task.clone()));
+    }
+}
+
+impl fmt::Debug for Fiber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fiber")
+            .field("id", &self.task.header.id)
+            .field("name", &self.task.header.name)
+            .finish()
+    }
+}
+
+/// The fiber that calls it, or `None` on a thread that is not running a fiber.
+pub fn try_current() -> Option<Fiber> {
+    if !crate::sched::in_fiber() {
+        return None;
+    }
+    worker::current_task_ref().map(Fiber::from_task)
+}
+
+/// The fiber that calls it.
+///
+/// # Panics
+/// When called outside a fiber (use [`try_current`] there).
+#[track_caller]
+pub fn current() -> Fiber {
+    try_current().expect("filament::current() called outside a fiber (see try_current)")
+}
+
+/// Lets the other runnable fibers of this worker run; the caller goes to the back of the queue.
+/// Outside a fiber, yields the OS thread.
+pub fn yield_now() {
+    if crate::sched::in_fiber() {
+        worker::yield_fiber();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Suspends the calling fiber (or thread) for at least `duration`. Other fibers run meanwhile.
+#[track_caller]
+pub fn sleep(duration: Duration) {
+    match Instant::now().checked_add(duration) {
+        Some(deadline) => sleep_until(deadline),
+        None => loop {
+            sleep(Duration::from_secs(86_400 * 365));
+        },
+    }
+}
+
+/// Suspends the calling fiber (or thread) until `deadline`.
+#[track_caller]
+pub fn sleep_until(deadline: Instant) {
+    if !crate::sched::in_fiber() {
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        return;
+    }
+    let _wait = crate::fiber::waiting("sleep", std::panic::Location::caller());
+    while !crate::park::park_until(Some(deadline)) {}
+}

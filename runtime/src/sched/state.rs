@@ -1,0 +1,263 @@
+//! The state word of a scheduled fiber: who owns it, and the park token.
+//!
+//! ```text
+//!  bits 0-1  lifecycle   RUNNING (0)   a worker is running it, or is about to decide where it goes
+//!                        PARKED (1)    suspended in `park`, in no queue: only a wake re-queues it
+//!                        SCHEDULED (2) in a run queue (or being handed to one): the queue owns it
+//!                        DONE (3)      finished; wakes are ignored
+//!  bit 2     NOTIFIED    the park token (std::thread::park semantics)
+//!  bit 3     CANCELLED   JoinHandle::cancel was called
+//!  bits 8..  generation  +1 on every wake from PARKED, so a stale timer cannot wake a later park
+//! ```
+//!
+//! Transitions and who makes them:
+//!
+//! * spawn → SCHEDULED; the pusher owns the fiber until a worker pops it.
+//! * pop: SCHEDULED → RUNNING ([`TaskState::start_running`]), by the popping worker.
+//! * yield: RUNNING → SCHEDULED, by the worker after the fiber suspended.
+//! * park, in two halves. The fiber first consumes a pending token ([`TaskState::take_token`])
+//!   and, if there was none, suspends. Only after the switch — when its stack is fully saved —
+//!   does the worker publish PARKED ([`TaskState::finish_park`]); if a token arrived in between,
+//!   the CAS fails, sees NOTIFIED and the worker resumes the fiber instead of parking it.
+//! * wake ([`TaskState::unpark`], any thread): sets NOTIFIED; if the fiber was PARKED it becomes
+//!   SCHEDULED (generation + 1) and the waker must queue it. A wake while RUNNING or SCHEDULED
+//!   only leaves the token.
+//! * timer ([`TaskState::timer_fire`]): PARKED with the same generation → SCHEDULED, without a
+//!   token (the park reports a timeout).
+//! * finish: RUNNING → DONE.
+//!
+//! **No lost wake-up:** a wake either finds PARKED (and queues the fiber itself), or happens
+//! while the worker still owns the fiber (RUNNING/SCHEDULED) and leaves NOTIFIED, which
+//! `finish_park` (a CAS from exactly the state it read) cannot miss. **No double queueing:** only
+//! the single successful CAS out of PARKED queues the fiber.
+
+use crate::loom::{AtomicUsize, Ordering::*};
+
+const LIFECYCLE: usize = 0b11;
+const RUNNING: usize = 0;
+const PARKED: usize = 1;
+const SCHEDULED: usize = 2;
+const DONE: usize = 3;
+const NOTIFIED: usize = 1 << 2;
+const CANCELLED: usize = 1 << 3;
+const GEN_SHIFT: u32 = 8;
+const GEN_ONE: usize = 1 << GEN_SHIFT;
+
+/// The observable lifecycle of a fiber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// On a worker.
+    Running,
+    /// Waiting for a wake or a timer.
+    Parked,
+    /// In a run queue.
+    Scheduled,
+    /// Finished.
+    Done,
+}
+
+/// What [`TaskState::finish_park`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkOutcome {
+    /// The fiber is PARKED; a wake will queue it.
+    Parked,
+    /// A token or a cancellation arrived during the switch: run the fiber again now.
+    Resume,
+}
+
+/// The atomic state word of a scheduled fiber. See the module docs.
+#[derive(Debug)]
+pub struct TaskState(AtomicUsize);
+
+impl TaskState {
+    /// A fiber that is about to be pushed to a run queue.
+    pub fn new_scheduled() -> Self {
+        TaskState(AtomicUsize::new(SCHEDULED))
+    }
+
+    /// The lifecycle bits.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.0.load(Acquire) & LIFECYCLE {
+            RUNNING => Lifecycle::Running,
+            PARKED => Lifecycle::Parked,
+            SCHEDULED => Lifecycle::Scheduled,
+            _ => Lifecycle::Done,
+        }
+    }
+
+    /// The current generation (only stable while the caller owns the fiber, i.e. it is RUNNING).
+    pub fn generation(&self) -> usize {
+        self.0.load(Acquire) >> GEN_SHIFT
+    }
+
+    /// True once `cancel` was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Acquire) & CANCELLED != 0
+    }
+
+    /// Popped from a queue: SCHEDULED → RUNNING.
+    pub fn start_running(&self) {
+        let prev = self.0.fetch_sub(SCHEDULED - RUNNING, AcqRel);
+        debug_assert_eq!(prev & LIFECYCLE, SCHEDULED, "popped a fiber that was not scheduled");
+    }
+
+    /// Yielded: RUNNING → SCHEDULED (the caller then queues it).
+    pub fn yield_now(&self) {
+        let prev = self.0.fetch_add(SCHEDULED - RUNNING, AcqRel);
+        debug_assert_eq!(prev & LIFECYCLE, RUNNING);
+    }
+
+    /// Finished: RUNNING → DONE.
+    pub fn finish(&self) {
+        let prev = self.0.fetch_or(DONE, AcqRel);
+        debug_assert_eq!(prev & LIFECYCLE, RUNNING);
+    }
+
+    /// Consumes the park token; true if it was set.
+    pub fn take_token(&self) -> bool {
+        if self.0.load(Relaxed) & NOTIFIED == 0 {
+            return false;
+        }
+        self.0.fetch_and(!NOTIFIED, AcqRel) & NOTIFIED != 0
+    }
+
+    /// After the fiber suspended to park: RUNNING → PARKED, unless a token or a cancellation
+    /// arrived meanwhile.
+    pub fn finish_park(&self) -> ParkOutcome {
+        let mut cur = self.0.load(Acquire);
+        loop {
+            debug_assert_eq!(cur & LIFECYCLE, RUNNING);
+            if cur & (NOTIFIED | CANCELLED) != 0 {
+                return ParkOutcome::Resume;
+            }
+            match self.0.compare_exchange_weak(cur, cur | PARKED, AcqRel, Acquire) {
+                Ok(_) => return ParkOutcome::Parked,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Sets the token; returns true if the fiber was PARKED and the caller must now queue it.
+    pub fn unpark(&self) -> bool {
+        let mut cur = self.0.load(Acquire);
+        loop {
+            let lifecycle = cur & LIFECYCLE;
+            if lifecycle == DONE || (cur & NOTIFIED != 0 && lifecycle != PARKED) {
+                return false;
+            }
+            let new = if lifecycle == PARKED {
+                (cur & !LIFECYCLE | SCHEDULED | NOTIFIED).wrapping_add(GEN_ONE)
+            } else {
+                cur | NOTIFIED
+            };
+            match self.0.compare_exchange_weak(cur, new, AcqRel, Acquire) {
+                Ok(_) => return lifecycle == PARKED,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// A timer registered during the park of generation `generation` expired: returns true if
+    /// that park is still in progress, in which case the fiber is now SCHEDULED and the caller
+    /// must queue it.
+    pub fn timer_fire(&self, generation: usize) -> bool {
+        let mut cur = self.0.load(Acquire);
+        loop {
+            if cur & LIFECYCLE != PARKED || cur >> GEN_SHIFT != generation & (usize::MAX >> GEN_SHIFT) {
+                return false;
+            }
+            let new = (cur & !LIFECYCLE | SCHEDULED).wrapping_add(GEN_ONE);
+            match self.0.compare_exchange_weak(cur, new, AcqRel, Acquire) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Marks the fiber cancelled; returns true if the caller must queue it (it was PARKED).
+    pub fn cancel(&self) -> bool {
+        self.0.fetch_or(CANCELLED, AcqRel);
+        self.unpark()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::loom::{thread, Arc, AtomicUsize as Counter};
+
+    /// A wake racing the two-phase park: the fiber is queued exactly once or resumed at once.
+    #[test]
+    fn wake_races_park() {
+        loom::model(|| {
+            let state = Arc::new(TaskState(AtomicUsize::new(RUNNING)));
+            let queued = Arc::new(Counter::new(0));
+            let (s, q) = (state.clone(), queued.clone());
+            let waker = thread::spawn(move || {
+                if s.unpark() {
+                    q.fetch_add(1, SeqCst);
+                }
+            });
+            // The fiber found no token and suspended; the worker finishes the park.
+            let parked_then_woken = match state.finish_park() {
+                ParkOutcome::Resume => false,
+                ParkOutcome::Parked => true,
+            };
+            waker.join().unwrap();
+            let queued = queued.load(SeqCst);
+            if parked_then_woken {
+                assert_eq!(queued, 1, "a parked fiber was woken exactly once");
+                assert_eq!(state.lifecycle(), Lifecycle::Scheduled);
+            } else {
+                assert_eq!(queued, 0, "a fiber resumed at once is not queued too");
+                assert_eq!(state.lifecycle(), Lifecycle::Running);
+            }
+        });
+    }
+
+    /// A timer and a wake racing for the same park: exactly one queues the fiber; a timer of an
+    /// older generation never does.
+    #[test]
+    fn timer_races_wake() {
+        loom::model(|| {
+            let state = Arc::new(TaskState(AtomicUsize::new(RUNNING)));
+            let generation = state.generation();
+            assert_eq!(state.finish_park(), ParkOutcome::Parked);
+            let queued = Arc::new(Counter::new(0));
+            let (s, q) = (state.clone(), queued.clone());
+            let timer = thread::spawn(move || {
+                if s.timer_fire(generation) {
+                    q.fetch_add(1, SeqCst);
+                }
+            });
+            if state.unpark() {
+                queued.fetch_add(1, SeqCst);
+            }
+            timer.join().unwrap();
+            assert_eq!(queued.load(SeqCst), 1);
+            // The fiber runs again and parks a second time: the old timer is stale.
+            state.start_running();
+            assert_eq!(state.finish_park(), ParkOutcome::Resume, "token left by the wake");
+            assert!(state.take_token());
+            assert_eq!(state.finish_park(), ParkOutcome::Parked);
+            assert!(!state.timer_fire(generation));
+        });
+    }
+
+    /// Cancel racing a park: the fiber is either resumed at once or queued by the cancel.
+    #[test]
+    fn cancel_races_park() {
+        loom::model(|| {
+            let state = Arc::new(TaskState(AtomicUsize::new(RUNNING)));
+            let s = state.clone();
+            let canceller = thread::spawn(move || s.cancel());
+            let outcome = state.finish_park();
+            let queued_by_cancel = canceller.join().unwrap();
+            assert!(state.is_cancelled());
+            match outcome {
+                ParkOutcome::Resume => assert!(!queued_by_cancel),
+                ParkOutcome::Parked => assert!(queued_by_cancel),
+            }
+        });
+    }
+}

@@ -1,0 +1,264 @@
+//! The scheduled fiber ("task"): one heap object per spawn, holding the closure until the fiber
+//! first runs, the fiber (and so its stack) while it lives, and the result until it is joined.
+//!
+//! `Task<dyn Body>` keeps the type-independent [`Header`] at a fixed offset, so the scheduler
+//! reads the state word without a virtual call, and the closure/result types live only in the
+//! `Body` implementation. One allocation per spawn.
+//!
+//! Who touches what:
+//! * `header.state` — atomic; see [`super::state`].
+//! * `header.fiber` — only the worker that owns the task (it popped it, so the state is RUNNING),
+//!   or the task's destructor (no other reference exists then).
+//! * `body` — the closure is taken and the result written by `Body::run`, on the fiber, exactly
+//!   once; the result is taken by the single `JoinHandle` after `join` saw `complete`.
+//! * `join` — `complete` is published with Release after the result is written; the joiner's
+//!   `Unparker` sits under a small lock (see [`JoinState`]).
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::panic::{self, AssertUnwindSafe, Location};
+use std::sync::Arc;
+use std::thread;
+
+use crate::fiber::RawFiber;
+use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering::*};
+use crate::park::{self, Unparker};
+
+use super::state::TaskState;
+use super::Shared;
+
+/// `home` of a fiber that has not run yet.
+pub(crate) const NO_HOME: usize = usize::MAX;
+
+/// The unwind payload of a cancelled fiber: `join` returns `Err` holding a `Cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+/// The type-independent part of a task.
+pub(crate) struct Header {
+    pub(crate) state: TaskState,
+    pub(crate) id: u64,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) stack_size: usize,
+    pub(crate) home: AtomicUsize,
+    /// The fiber, created on first run. See the module docs for who may touch it.
+    pub(crate) fiber: UnsafeCell<Option<RawFiber<()>>>,
+    pub(crate) join: JoinState,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) spawned_at: &'static Location<'static>,
+    /// Index in the runtime's registry of live fibers.
+    pub(crate) registry_slot: AtomicUsize,
+    /// Set once the cancellation unwind has been delivered (touched only by the fiber).
+    pub(crate) cancel_delivered: AtomicBool,
+    /// Set while the fiber must not unwind on cancellation (see `worker::CancelShield`).
+    pub(crate) cancel_shield: AtomicBool,
+    /// What the fiber is blocked on, for `Runtime::dump` (written by the fiber itself).
+    pub(crate) wait: Mutex<Option<(&'static str, &'static Location<'static>)>>,
+}
+
+/// A task: header first, then the typed body.
+pub(crate) struct Task<B: ?Sized> {
+    pub(crate) header: Header,
+    pub(crate) body: B,
+}
+
+/// A counted, type-erased reference to a task.
+pub(crate) type TaskRef = Arc<Task<dyn Body>>;
+
+// SAFETY: `header.fiber` is accessed only by the task's owning worker (state RUNNING) or by the
+// destructor; the started fiber moves between threads only under the migration contract the
+// runtime's creator accepted (`migrate_fibers`), otherwise it stays on its home worker. All other
+// fields are atomics, locks or immutable.
+unsafe impl<B: ?Sized + Send + Sync> Send for Task<B> {}
+// SAFETY: as above; shared access goes through atomics and locks only.
+unsafe impl<B: ?Sized + Send + Sync> Sync for Task<B> {}
+
+/// The typed part of a task.
+pub(crate) trait Body: Send + Sync {
+    /// Runs the closure (on the fiber) and stores its result. Called at most once.
+    fn run(&self);
+    /// Ends a task that never ran: stores `Err(payload)` and drops the closure.
+    fn fail_unstarted(&self, payload: Box<dyn Any + Send>);
+    /// Moves the result out into `*out`.
+    ///
+    /// # Safety
+    /// `out` must point at an `Option<thread::Result<T>>` for this body's `T`; the result must be
+    /// complete (`JoinState::is_complete`) and taken at most once.
+    unsafe fn take_output(&self, out: *mut ());
+    /// Drops a result that nobody took; returns true if it was a panic.
+    fn drop_output(&self) -> bool;
+}
+
+enum Stage<F, T> {
+    Pending(F),
+    Running,
+    Finished(thread::Result<T>),
+    Taken,
+}
+
+pub(crate) struct BodyImpl<F, T> {
+    stage: UnsafeCell<Stage<F, T>>,
+}
+
+// SAFETY: the stage is touched by one party at a time (see the module docs): the closure `F`
+// may be moved to another thread before it runs (F: Send) and the result `T` to the joiner
+// (T: Send).
+unsafe impl<F: Send, T: Send> Sync for BodyImpl<F, T> {}
+
+impl<F, T> Body for BodyImpl<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn run(&self) {
+        // SAFETY: `run` is called once, by the fiber of this task, before completion is
+        // published: no one else touches the stage now.
+        let stage = unsafe { &mut *self.stage.get() };
+        let f = match std::mem::replace(stage, Stage::Running) {
+            Stage::Pending(f) => f,
+            _ => unreachable!("a task body runs once"),
+        };
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        // SAFETY: as above.
+        unsafe { *self.stage.get() = Stage::Finished(result) };
+    }
+
+    fn fail_unstarted(&self, payload: Box<dyn Any + Send>) {
+        // SAFETY: called by the owning worker for a task that never ran, before completion.
+        let stage = unsafe { &mut *self.stage.get() };
+        *stage = Stage::Finished(Err(payload));
+    }
+
+    unsafe fn take_output(&self, out: *mut ()) {
+        // SAFETY: completion was observed with Acquire, so the writer is done; the caller
+        // guarantees a single taker and the type of `out`.
+        let stage = unsafe { &mut *self.stage.get() };
+        if let Stage::Finished(result) = std::mem::replace(stage, Stage::Taken) {
+            // SAFETY: the caller guarantees `out`'s type.
+            unsafe { *(out as *mut Option<thread::Result<T>>) = Some(result) };
+        }
+    }
+
+    fn drop_output(&self) -> bool {
+        debug_assert!(!matches!(
+            // SAFETY: a shared peek; the caller observed completion.
+            unsafe { &*self.stage.get() },
+            Stage::Pending(_) | Stage::Running
+        ));
+        // SAFETY: called after completion by the scope that owns the task's results; the handle
+        // that could also take it has been consumed or is never used again (scope ended).
+        let stage = unsafe { &mut *self.stage.get() };
+        matches!(std::mem::replace(stage, Stage::Taken), Stage::Finished(Err(_)))
+    }
+}
+
+/// Creates a task for `f`.
+pub(crate) fn new_task<F, T>(
+    shared: Arc<Shared>,
+    id: u64,
+    name: Option<Arc<str>>,
+    stack_size: usize,
+    spawned_at: &'static Location<'static>,
+    f: F,
+) -> TaskRef
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // SAFETY: F and T are 'static, so nothing they borrow can end.
+    unsafe { new_task_unchecked(shared, id, name, stack_size, spawned_at, f) }
+}
+
+/// Creates a task for a closure and result that may borrow data living for `'a`.
+///
+/// # Safety
+/// The caller must make sure the fiber has finished, and its result has been taken or dropped
+/// (`Body::take_output` / `Body::drop_output`), before `'a` ends. (The task object itself may
+/// outlive `'a`: by then it holds neither an `F` nor a `T`.)
+pub(crate) unsafe fn new_task_unchecked<'a, F, T>(
+    shared: Arc<Shared>,
+    id: u64,
+    name: Option<Arc<str>>,
+    stack_size: usize,
+    spawned_at: &'static Location<'static>,
+    f: F,
+) -> TaskRef
+where
+    F: FnOnce() -> T + Send + 'a,
+    T: Send + 'a,
+{
+    let task: Arc<Task<dyn Body + 'a>> = Arc::new(Task {
+        header: Header {
+            state: TaskState::new_scheduled(),
+            id,
+            name,
+            stack_size,
+            home: AtomicUsize::new(NO_HOME),
+            fiber: UnsafeCell::new(None),
+            join: JoinState::new(),
+            shared,
+            spawned_at,
+            registry_slot: AtomicUsize::new(usize::MAX),
+            cancel_delivered: AtomicBool::new(false),
+            cancel_shield: AtomicBool::new(false),
+            wait: Mutex::new(None),
+        },
+        body: BodyImpl {
+            stage: UnsafeCell::new(Stage::Pending(f)),
+        },
+    });
+    // SAFETY: only the trait object's lifetime bound changes (same layout); the caller
+    // guarantees no `F` or `T` is used or dropped after 'a.
+    unsafe { std::mem::transmute::<Arc<Task<dyn Body + 'a>>, TaskRef>(task) }
+}
+
+/// Completion flag plus the joiner's unparker.
+///
+/// Protocol: the finisher writes the result, sets `complete` (Release), then takes the waiter
+/// under the lock and unparks it. The joiner registers its unparker under the lock, re-checks
+/// `complete` (Acquire), then parks. Either the finisher finds the waiter, or the joiner sees
+/// `complete` on its re-check: the wake-up cannot be lost.
+pub(crate) struct JoinState {
+    complete: AtomicBool,
+    waiter: Mutex<Option<Unparker>>,
+}
+
+impl JoinState {
+    fn new() -> Self {
+        JoinState {
+            complete: AtomicBool::new(false),
+            waiter: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete.load(Acquire)
+    }
+
+    /// Publishes completion and wakes the joiner, if any.
+    pub(crate) fn complete(&self) {
+        self.complete.store(true, Release);
+        let waiter = self.waiter.lock().take();
+        if let Some(w) = waiter {
+            w.unpark();
+        }
+    }
+
+    /// Blocks the calling fiber or thread until completion.
+    pub(crate) fn wait(&self) {
+        if self.is_complete() {
+            return;
+        }
+        *self.waiter.lock() = Some(park::unparker());
+        struct Unregister<'a>(&'a JoinState);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                self.0.waiter.lock().take();
+            }
+        }
+        let _unregister = Unregister(self);
+        while !self.is_complete() {
+            park::park();
+        }
+    }
+}

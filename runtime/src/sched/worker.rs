@@ -1,0 +1,590 @@
+//! A worker thread: its run queues, its scheduling loop, and the fiber-side entry points into the
+//! scheduler (park, yield, wake).
+//!
+//! Per-thread state is found through the thread-local `CURRENT_WORKER` / `CURRENT_TASK`
+//! pointers, read only through the `#[inline(never)]` accessors [`current`] and [`current_task`]:
+//! after a fiber switch (and, in a migrating runtime, possibly a thread change), no thread-local
+//! address computed before the switch is reused (DESIGN.md decision 7).
+//!
+//! The worker loop never holds a borrow of its `Local` queues while a fiber runs: fiber code
+//! (spawn, wake) reaches the same queues through `current()`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use crate::fiber::{RawFiber, Resumed};
+use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
+use crate::stack;
+
+use super::idle::WorkerParker;
+use super::state::ParkOutcome;
+use super::task::{Body, Cancelled, Task, TaskRef, NO_HOME};
+use super::Shared;
+
+/// How many times in a row the LIFO slot may be taken before the queue gets a turn.
+pub(crate) const LIFO_STREAK: u32 = 3;
+/// Every this many scheduling decisions the injector, the timers and the reactor are checked
+/// first.
+const GLOBAL_INTERVAL: u32 = 61;
+/// How long a spare worker stays idle before its thread exits.
+const SPARE_IDLE: Duration = Duration::from_millis(100);
+
+/// Values a fiber suspends with.
+const SUSPEND_YIELD: usize = 1;
+const SUSPEND_PARK: usize = 2;
+
+/// Slot status of a worker.
+pub(crate) const SLOT_UNUSED: usize = 0;
+pub(crate) const SLOT_RUNNING: usize = 1;
+
+/// The part of a worker other threads see.
+pub(crate) struct WorkerShared {
+    pub(crate) stealer: Stealer<TaskRef>,
+    /// Pinned fibers woken by other threads.
+    pub(crate) inbox: Injector<TaskRef>,
+    pub(crate) parker: WorkerParker,
+    /// Set by `notify_work` when it wakes this worker to search (and counted it as searching).
+    pub(crate) woken_to_search: AtomicBool,
+    /// The deque's owner half, kept here while no thread serves this slot.
+    pub(crate) queue: Mutex<Option<Worker<TaskRef>>>,
+    /// SLOT_UNUSED or SLOT_RUNNING.
+    pub(crate) status: AtomicUsize,
+    /// Incremented every time this worker resumes a fiber (the monitor watches it).
+    pub(crate) tick: AtomicU64,
+    /// True while the worker runs a fiber.
+    pub(crate) busy: AtomicBool,
+    /// Live fibers that started on this worker (a spare may exit only when it has none).
+    pub(crate) homed: AtomicUsize,
+}
+
+impl WorkerShared {
+    pub(crate) fn new() -> Self {
+        let queue = Worker::new_fifo();
+        WorkerShared {
+            stealer: queue.stealer(),
+            inbox: Injector::new(),
+            parker: WorkerParker::new(),
+            woken_to_search: AtomicBool::new(false),
+            queue: Mutex::new(Some(queue)),
+            status: AtomicUsize::new(SLOT_UNUSED),
+            tick: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            homed: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Queues only the worker's own thread touches.
+struct Local {
+    queue: Worker<TaskRef>,
+    lifo: Option<TaskRef>,
+    lifo_streak: u32,
+    pinned: VecDeque<TaskRef>,
+    tick: u32,
+    rng: u64,
+    searching: bool,
+}
+
+/// The worker running on this thread.
+pub(crate) struct WorkerContext {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: usize,
+    local: RefCell<Local>,
+}
+
+thread_local! {
+    static CURRENT_WORKER: Cell<*const WorkerContext> = const { Cell::new(std::ptr::null()) };
+    static CURRENT_TASK: Cell<Option<NonNull<Task<dyn Body>>>> = const { Cell::new(None) };
+}
+
+/// The worker context of this thread, if it is a worker. Never inlined (see the module docs).
+/// The reference must not be kept across a blocking point of a fiber.
+#[inline(never)]
+pub(crate) fn current() -> Option<&'static WorkerContext> {
+    let ptr = CURRENT_WORKER.with(Cell::get);
+    // SAFETY: the pointer is set by `run_worker` to a context that lives on the worker thread's
+    // stack until it is cleared again, and is read only on this thread.
+    unsafe { ptr.as_ref() }
+}
+
+/// The task whose fiber is running on this thread. Never inlined (see the module docs).
+#[inline(never)]
+pub(crate) fn current_task() -> Option<NonNull<Task<dyn Body>>> {
+    CURRENT_TASK.with(Cell::get)
+}
+
+/// A counted reference to a scheduled fiber: what an `Unparker` of a fiber holds.
+#[derive(Clone)]
+pub struct FiberRef(pub(crate) TaskRef);
+
+impl FiberRef {
+    pub(crate) fn ptr_eq(&self, other: &FiberRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+    pub(crate) fn id(&self) -> u64 {
+        self.0.header.id
+    }
+}
+
+/// A counted reference to the running task.
+pub(crate) fn current_task_ref() -> Option<TaskRef> {
+    let ptr = current_task()?;
+    // SAFETY: the running task is kept alive by the worker running it (it holds a `TaskRef`
+    // for the whole run); we add one strong count for the new `Arc`.
+    unsafe {
+        Arc::increment_strong_count(ptr.as_ptr() as *const Task<dyn Body>);
+        Some(Arc::from_raw(ptr.as_ptr() as *const Task<dyn Body>))
+    }
+}
+
+pub(crate) fn current_fiber_ref() -> Option<FiberRef> {
+    if !crate::fiber::in_fiber_stack() {
+        return None;
+    }
+    current_task_ref().map(FiberRef)
+}
+
+/// Wakes a fiber (sets its token; queues it if it was parked).
+pub(crate) fn unpark_fiber(fiber: &FiberRef) {
+    let task = &fiber.0;
+    task.header.shared.counters.unparks.fetch_add(1, Relaxed);
+    if task.header.state.unpark() {
+        task.header.shared.schedule(task.clone());
+    }
+}
+
+/// Unwinds the current fiber if it was cancelled (once: destructors that block while unwinding
+/// then block normally).
+fn check_cancelled(task: &Task<dyn Body>) {
+    if task.header.state.is_cancelled()
+        && !task.header.cancel_shield.load(Relaxed)
+        && !thread::panicking()
+        && !task.header.cancel_delivered.swap(true, Relaxed)
+    {
+        panic::resume_unwind(Box::new(Cancelled));
+    }
+}
+
+/// While alive, the running fiber's blocking points do not unwind on cancellation (used where a
+/// wait must not be abandoned, e.g. `blocking`, whose closure borrows the fiber's stack).
+pub(crate) struct CancelShield(Option<TaskRef>);
+
+impl CancelShield {
+    pub(crate) fn new() -> Self {
+        let task = current_task_ref();
+        if let Some(t) = &task {
+            t.header.cancel_shield.store(true, Relaxed);
+        }
+        CancelShield(task)
+    }
+}
+
+impl Drop for CancelShield {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.header.cancel_shield.store(false, Relaxed);
+        }
+    }
+}
+
+fn running_task() -> &'static Task<dyn Body> {
+    let ptr = current_task().expect("called from a filament fiber");
+    // SAFETY: the running task is kept alive by its worker for the whole run, which outlasts
+    // every use of this reference (it is not kept across a suspension by the callers below).
+    unsafe { &*ptr.as_ptr() }
+}
+
+/// Parks the running fiber (see `crate::park`). Returns true if `deadline` passed.
+pub(crate) fn park_fiber(deadline: Option<Instant>) -> bool {
+    let task = running_task();
+    check_cancelled(task);
+    if task.header.state.take_token() {
+        return false;
+    }
+    if let Some(d) = deadline {
+        if d <= Instant::now() {
+            return true;
+        }
+        let shared = &task.header.shared;
+        let me = current_task_ref().expect("running task");
+        if shared.timers.add(d, me, task.header.state.generation()) {
+            shared.reactor.wake();
+        }
+    }
+    task.header.shared.counters.parks.fetch_add(1, Relaxed);
+    crate::fiber::suspend(SUSPEND_PARK);
+    // Resumed, possibly on another thread: `task` is the same object (the heap), but every
+    // thread-local is re-read through the accessors.
+    check_cancelled(task);
+    task.header.state.take_token();
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// Yields the running fiber to the back of the queue.
+pub(crate) fn yield_fiber() {
+    let task = running_task();
+    check_cancelled(task);
+    crate::fiber::suspend(SUSPEND_YIELD);
+    check_cancelled(task);
+}
+
+impl WorkerContext {
+    /// Queues a runnable fiber from this worker's thread (LIFO slot, or its home's inbox).
+    pub(crate) fn schedule_local(&self, task: TaskRef) {
+        let home = task.header.home.load(Acquire);
+        if home != NO_HOME && home != self.index && !self.shared.config.migrate {
+            self.shared.workers[home].inbox.push(task);
+            self.shared.wake_worker(home);
+            return;
+        }
+        let previous = self.local.borrow_mut().lifo.replace(task);
+        if let Some(previous) = previous {
+            self.push_back(previous);
+        }
+    }
+
+    /// Queues a fiber at the back of the right local queue.
+    fn push_back(&self, task: TaskRef) {
+        let stealable = self.shared.config.migrate || task.header.home.load(Relaxed) == NO_HOME;
+        if stealable {
+            self.local.borrow_mut().queue.push(task);
+            self.shared.notify_work();
+        } else {
+            self.local.borrow_mut().pinned.push_back(task);
+        }
+    }
+
+    fn next_task(&self) -> Option<TaskRef> {
+        let shared = &self.shared;
+        let me = &shared.workers[self.index];
+        let mut local = self.local.borrow_mut();
+        local.tick = local.tick.wrapping_add(1);
+        if local.tick % GLOBAL_INTERVAL == 0 {
+            drop(local);
+            self.maintenance();
+            local = self.local.borrow_mut();
+            if let Steal::Success(t) = shared.injector.steal_batch_and_pop(&local.queue) {
+                return Some(t);
+            }
+        }
+        while let Steal::Success(t) = me.inbox.steal() {
+            local.pinned.push_back(t);
+        }
+        if local.lifo.is_some() {
+            if local.lifo_streak < LIFO_STREAK {
+                local.lifo_streak += 1;
+                return local.lifo.take();
+            }
+            let t = local.lifo.take().expect("checked");
+            drop(local);
+            self.push_back(t);
+            local = self.local.borrow_mut();
+        }
+        local.lifo_streak = 0;
+        // Alternate between pinned and stealable work so neither starves the other.
+        let pinned_first = local.tick % 2 == 0;
+        if pinned_first {
+            if let Some(t) = local.pinned.pop_front() {
+                return Some(t);
+            }
+        }
+        if let Some(t) = local.queue.pop() {
+            return Some(t);
+        }
+        if let Some(t) = local.pinned.pop_front() {
+            return Some(t);
+        }
+        loop {
+            match shared.injector.steal_batch_and_pop(&local.queue) {
+                Steal::Success(t) => return Some(t),
+                Steal::Empty => return None,
+                Steal::Retry => {}
+            }
+        }
+    }
+
+    /// Periodic duties of a busy worker: due timers, and a non-blocking look at the reactor
+    /// when no worker is blocked in it.
+    fn maintenance(&self) {
+        let shared = &self.shared;
+        shared.fire_timers(Instant::now());
+        if shared.idle.poller.load(Relaxed) == 0 {
+            let _ = shared.reactor.poll(Some(Duration::ZERO));
+        }
+    }
+
+    fn run_task(&self, task: TaskRef) {
+        let shared = &self.shared;
+        let header = &task.header;
+        header.state.start_running();
+        let home = header.home.load(Acquire);
+        if home != NO_HOME && home != self.index && !shared.config.migrate {
+            // A pinned fiber reached the wrong worker (e.g. through the injector): send it home.
+            header.state.yield_now();
+            shared.workers[home].inbox.push(task);
+            shared.wake_worker(home);
+            return;
+        }
+        // SAFETY: we popped the task, so its state is RUNNING and we own its fiber slot until we
+        // hand it back (queue it or publish PARKED/DONE). No other reference to the slot exists.
+        let slot = unsafe { &mut *header.fiber.get() };
+        if slot.is_none() {
+            if header.state.is_cancelled() {
+                task.body.fail_unstarted(Box::new(Cancelled));
+                self.finish(&task);
+                return;
+            }
+            let stack = match stack::acquire(header.stack_size) {
+                Ok(stack) => stack,
+                Err(error) => {
+                    // Reported through `join` as a panic payload (a message, like a panic's).
+                    let msg = format!("filament: cannot allocate a fiber stack: {error}");
+                    task.body.fail_unstarted(Box::new(msg));
+                    self.finish(&task);
+                    return;
+                }
+            };
+            header.home.store(self.index, Release);
+            shared.workers[self.index].homed.fetch_add(1, Relaxed);
+            let body = BodyPtr(&task.body as *const dyn Body);
+            *slot = Some(RawFiber::with_name(stack, header.name.clone(), move || {
+                let body = body;
+                // SAFETY: the task (and so its body) outlives its fiber: the registry and the
+                // running worker hold references until the fiber has finished.
+                unsafe { (*body.0).run() }
+            }));
+        }
+        let fiber = slot.as_mut().expect("created above");
+        let me = &shared.workers[self.index];
+        CURRENT_TASK.with(|c| c.set(Some(NonNull::from(&*task))));
+        me.busy.store(true, Relaxed);
+        me.tick.fetch_add(1, Relaxed);
+        let outcome = loop {
+            match fiber.resume() {
+                Resumed::Suspended(SUSPEND_PARK) => match header.state.finish_park() {
+                    ParkOutcome::Parked => break None,
+                    ParkOutcome::Resume => continue,
+                },
+                Resumed::Suspended(_) => break Some(false),
+                Resumed::Finished(_) => break Some(true),
+            }
+        };
+        me.busy.store(false, Relaxed);
+        CURRENT_TASK.with(|c| c.set(None));
+        match outcome {
+            None => {}
+            Some(false) => {
+                header.state.yield_now();
+                self.push_back(task);
+            }
+            Some(true) => {
+                let fiber = slot.take().expect("finished fiber");
+                if let Ok(stack) = fiber.into_stack() {
+                    stack::release(stack);
+                }
+                let home = header.home.load(Relaxed);
+                shared.workers[home].homed.fetch_sub(1, Relaxed);
+                self.finish(&task);
+            }
+        }
+    }
+
+    fn finish(&self, task: &TaskRef) {
+        task.header.state.finish();
+        task.header.join.complete();
+        self.shared.counters.finished.fetch_add(1, Relaxed);
+        self.shared.registry.remove(task);
+    }
+
+    fn steal(&self) -> Option<TaskRef> {
+        let shared = &self.shared;
+        let mut local = self.local.borrow_mut();
+        let n = shared.workers.len();
+        for _ in 0..2 {
+            let mut retry = false;
+            match shared.injector.steal_batch_and_pop(&local.queue) {
+                Steal::Success(t) => return Some(t),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            local.rng ^= local.rng << 13;
+            local.rng ^= local.rng >> 7;
+            local.rng ^= local.rng << 17;
+            let start = (local.rng % n as u64) as usize;
+            for i in 0..n {
+                let victim = (start + i) % n;
+                if victim == self.index {
+                    continue;
+                }
+                match shared.workers[victim].stealer.steal_batch_and_pop(&local.queue) {
+                    Steal::Success(t) => {
+                        shared.counters.steals.fetch_add(1, Relaxed);
+                        return Some(t);
+                    }
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                break;
+            }
+        }
+        None
+    }
+
+    fn set_searching(&self, on: bool) {
+        self.local.borrow_mut().searching = on;
+    }
+
+    fn is_searching(&self) -> bool {
+        self.local.borrow().searching
+    }
+
+    /// Found work while searching: stop, and wake another searcher if we were the last one and
+    /// more work is waiting.
+    fn found_work(&self) {
+        if self.is_searching() {
+            self.set_searching(false);
+            if self.shared.idle.stop_searching() && self.shared.has_stealable_work() {
+                self.shared.notify_work();
+            }
+        }
+    }
+
+    fn has_local_work(&self) -> bool {
+        let local = self.local.borrow();
+        local.lifo.is_some()
+            || !local.pinned.is_empty()
+            || !local.queue.is_empty()
+            || !self.shared.workers[self.index].inbox.is_empty()
+    }
+
+    fn is_spare(&self) -> bool {
+        self.index >= self.shared.config.workers
+    }
+
+    /// Parks this worker (see the protocol in `sched`). Returns false if the worker should exit.
+    fn park(&self) -> bool {
+        let shared = &self.shared;
+        let idle = &shared.idle;
+        let me = &shared.workers[self.index];
+        idle.push_parked(self.index);
+        if self.is_searching() {
+            self.set_searching(false);
+            idle.stop_searching();
+        }
+        crate::loom::fence(SeqCst);
+        let now = Instant::now();
+        let recheck = shared.has_stealable_work()
+            || self.has_local_work()
+            || shared.timers.is_due(now)
+            || shared.stopping();
+        let mut timed_out_idle = false;
+        if !recheck {
+            shared.counters.worker_parks.fetch_add(1, Relaxed);
+            let spare_idle = self.is_spare().then_some(SPARE_IDLE);
+            shared.block_worker(self.index, spare_idle);
+            timed_out_idle = self.is_spare() && now.elapsed() >= SPARE_IDLE;
+        }
+        idle.remove_parked(self.index);
+        if me.woken_to_search.swap(false, SeqCst) {
+            self.set_searching(true);
+        }
+        if timed_out_idle
+            && me.homed.load(Relaxed) == 0
+            && !self.has_local_work()
+            && !shared.has_stealable_work()
+        {
+            return false;
+        }
+        true
+    }
+
+    fn main_loop(&self) {
+        loop {
+            if let Some(task) = self.next_task() {
+                self.found_work();
+                self.run_task(task);
+                continue;
+            }
+            if self.shared.stopping() {
+                break;
+            }
+            if self.shared.fire_timers(Instant::now()) > 0 {
+                continue;
+            }
+            if self.shared.idle.try_start_searching(self.shared.active_workers()) || self.is_searching() {
+                self.set_searching(true);
+                if let Some(task) = self.steal() {
+                    self.found_work();
+                    self.run_task(task);
+                    continue;
+                }
+            }
+            if !self.park() {
+                break;
+            }
+        }
+        if self.is_searching() {
+            self.set_searching(false);
+            self.shared.idle.stop_searching();
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct BodyPtr(*const dyn Body);
+// SAFETY: the body is `Send + Sync`; the pointer is only dereferenced on the fiber while the task
+// is alive (see `run_task`).
+unsafe impl Send for BodyPtr {}
+
+/// The thread body of worker slot `index`.
+pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
+    let queue = shared.workers[index]
+        .queue
+        .lock()
+        .take()
+        .expect("a worker slot is served by one thread at a time");
+    let ctx = WorkerContext {
+        shared: shared.clone(),
+        index,
+        local: RefCell::new(Local {
+            queue,
+            lifo: None,
+            lifo_streak: 0,
+            pinned: VecDeque::new(),
+            tick: 0,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 17),
+            searching: false,
+        }),
+    };
+    stack::overflow::ensure_altstack();
+    let _reactor = crate::reactor::enter(shared.reactor.clone());
+    CURRENT_WORKER.with(|c| c.set(&ctx));
+    ctx.main_loop();
+    CURRENT_WORKER.with(|c| c.set(std::ptr::null()));
+    let local = ctx.local.into_inner();
+    // Anything left (only on shutdown or by a spare with no homed fibers) goes back to the
+    // injector so no runnable fiber is lost.
+    if let Some(t) = local.lifo {
+        shared.injector.push(t);
+    }
+    for t in local.pinned {
+        shared.injector.push(t);
+    }
+    while let Some(t) = local.queue.pop() {
+        shared.injector.push(t);
+    }
+    *shared.workers[index].queue.lock() = Some(local.queue);
+    shared.workers[index].status.store(SLOT_UNUSED, SeqCst);
+    if shared.has_stealable_work() {
+        shared.notify_work();
+    }
+}
