@@ -121,13 +121,17 @@ impl TaskState {
         self.0.fetch_and(!NOTIFIED, AcqRel) & NOTIFIED != 0
     }
 
-    /// After the fiber suspended to park: RUNNING → PARKED, unless a token or a cancellation
-    /// arrived meanwhile.
+    /// After the fiber suspended to park: RUNNING → PARKED, unless a token arrived meanwhile.
+    ///
+    /// A cancellation arrives as a token too (`cancel` sets CANCELLED, then unparks), so it is
+    /// seen here exactly once: a fiber that keeps parking after it was cancelled (a destructor
+    /// joining another fiber while it unwinds, or a shielded wait) parks for real instead of
+    /// being resumed in a busy loop.
     pub fn finish_park(&self) -> ParkOutcome {
         let mut cur = self.0.load(Acquire);
         loop {
             debug_assert_eq!(cur & LIFECYCLE, RUNNING);
-            if cur & (NOTIFIED | CANCELLED) != 0 {
+            if cur & NOTIFIED != 0 {
                 return ParkOutcome::Resume;
             }
             match self.0.compare_exchange_weak(cur, cur | PARKED, AcqRel, Acquire) {
