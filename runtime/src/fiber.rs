@@ -43,8 +43,8 @@ mod current;
 mod join;
 mod scope;
 
-pub use self::builder::{spawn, Builder};
 pub(crate) use self::builder::spawn_scoped_on;
+pub use self::builder::{spawn, Builder};
 pub use self::current::{current, sleep, sleep_until, try_current, yield_now, Fiber, FiberId};
 pub use self::join::JoinHandle;
 pub use self::scope::{scope, Scope, ScopedJoinHandle};
@@ -204,7 +204,9 @@ impl<T> RawFiber<T> {
 
     /// The stack the fiber runs on.
     pub fn stack(&self) -> &Stack {
-        self.stack.as_ref().expect("fiber has its stack until dropped")
+        self.stack
+            .as_ref()
+            .expect("fiber has its stack until dropped")
     }
 
     /// Takes the stack back from a finished fiber (for reuse). Returns the fiber unchanged if it
@@ -213,7 +215,10 @@ impl<T> RawFiber<T> {
         if self.state != State::Finished {
             return Err(self);
         }
-        Ok(self.stack.take().expect("fiber has its stack until dropped"))
+        Ok(self
+            .stack
+            .take()
+            .expect("fiber has its stack until dropped"))
     }
 }
 
@@ -293,7 +298,10 @@ pub fn in_fiber_stack() -> bool {
 /// (do not catch that unwind and suspend again, or the drop must cancel again).
 pub fn suspend(value: usize) {
     let record = current_record();
-    assert!(!record.is_null(), "filament::fiber::suspend called outside a fiber");
+    assert!(
+        !record.is_null(),
+        "filament::fiber::suspend called outside a fiber"
+    );
     // SAFETY: a non-null running record belongs to the fiber running on this stack; its
     // `stack_top` is the link-area base whose parent link the current resume wrote.
     let arg = unsafe { arch::suspend((*record).stack_top, value) };

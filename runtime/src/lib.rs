@@ -10,12 +10,18 @@
 //! * [`park`] — the park/unpark API that `filament-sync` and `filament-net` build on.
 //! * [`loom`] — the std/loom shim every atomic and cell comes through.
 #![warn(missing_docs)]
+// Under loom only the modelled state machines are compiled; their non-loom users are not.
+#![cfg_attr(loom, allow(dead_code))]
 
 #[cfg(not(loom))]
 pub mod arch;
 #[cfg(not(loom))]
+pub mod dump;
+#[cfg(not(loom))]
 pub mod fiber;
 pub mod loom;
+#[cfg(not(loom))]
+mod metrics;
 #[cfg(not(loom))]
 pub mod native;
 pub mod park;
@@ -39,6 +45,8 @@ pub use crate::fiber::{
     current, scope, sleep, sleep_until, spawn, try_current, yield_now, Builder, Fiber, FiberId,
     JoinHandle, Scope, ScopedJoinHandle,
 };
+#[cfg(not(loom))]
+pub use crate::metrics::Metrics;
 #[cfg(not(loom))]
 pub use crate::native::{blocking, native};
 #[cfg(not(loom))]

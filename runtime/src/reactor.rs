@@ -124,8 +124,31 @@ mod mio_reactor {
         /// polling, returns `Ok(0)` at once. Returns the number of I/O events handled. An
         /// interrupted wait (`EINTR`) returns `Ok(0)`.
         pub fn poll(&self, timeout: Option<Duration>) -> io::Result<usize> {
+            self.poll_unless(timeout, || false)
+        }
+
+        /// [`poll`](Self::poll), but first, holding the poll lock, asks `woken` whether a
+        /// wake-up already arrived; if so, polls without blocking.
+        ///
+        /// Why the parked worker needs this: a non-blocking poll by another thread (a busy
+        /// worker's maintenance, the monitor) may consume the [`wake`](Self::wake) event that was
+        /// meant for the worker about to block here. Every waker publishes its wake-up (the
+        /// worker's token, an earlier timer deadline) *before* calling `wake`, and nobody else can
+        /// poll while this thread holds the lock. So either `woken` sees the published wake-up,
+        /// or the waker's `wake` comes after the check and its event waits in the eventfd for
+        /// this poll: the wake-up is never lost.
+        pub fn poll_unless(
+            &self,
+            timeout: Option<Duration>,
+            woken: impl FnOnce() -> bool,
+        ) -> io::Result<usize> {
             let Some(mut state) = self.poll.try_lock() else {
                 return Ok(0);
+            };
+            let timeout = if woken() {
+                Some(Duration::ZERO)
+            } else {
+                timeout
             };
             self.release_deregistered();
             let PollState { poll, events } = &mut *state;

@@ -46,6 +46,7 @@ pub struct RuntimeBuilder {
     stack_size: usize,
     migrate: bool,
     name: String,
+    dump_signals: Vec<i32>,
 }
 
 /// A filament runtime: worker threads running fibers. See the module docs.
@@ -61,6 +62,7 @@ impl Default for RuntimeBuilder {
             stack_size: DEFAULT_STACK_SIZE,
             migrate: false,
             name: "filament".into(),
+            dump_signals: Vec::new(),
         }
     }
 }
@@ -113,6 +115,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Prints a [`Dump`](crate::dump::Dump) of this runtime's fibers to stderr whenever the
+    /// process receives `signal` (e.g. `libc::SIGQUIT`, as Go does, or `libc::SIGUSR1`),
+    /// without stopping the process. Opt-in: the handler replaces the signal's default action
+    /// for the whole process. `build()` fails with `InvalidInput` for a signal that cannot be
+    /// caught or that filament uses itself (SIGSEGV, SIGBUS).
+    pub fn dump_on_signal(mut self, signal: i32) -> Self {
+        self.dump_signals.push(signal);
+        self
+    }
+
     /// Starts the runtime.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = self.workers.unwrap_or_else(num_cpus::get);
@@ -123,6 +135,9 @@ impl RuntimeBuilder {
             ));
         }
         let stack_size = round_stack_size(self.stack_size)?;
+        for &signal in &self.dump_signals {
+            crate::dump::check_signal(signal)?;
+        }
         crate::stack::overflow::install_handler();
         let config = Config {
             workers,
@@ -154,6 +169,9 @@ impl RuntimeBuilder {
         for index in 0..workers {
             shared.workers[index].status.store(SLOT_RUNNING, SeqCst);
             spawn_worker_thread(&shared, index)?;
+        }
+        for &signal in &self.dump_signals {
+            crate::dump::register_signal(&shared, signal)?;
         }
         let s = shared.clone();
         rt.monitor = Some(
@@ -206,6 +224,18 @@ impl Runtime {
     /// Number of worker threads (not counting spares).
     pub fn workers(&self) -> usize {
         self.shared.config.workers
+    }
+
+    /// A snapshot of the runtime's counters (see [`Metrics`](crate::Metrics)); cheap enough to
+    /// call every second.
+    pub fn metrics(&self) -> crate::Metrics {
+        crate::metrics::snapshot(&self.shared)
+    }
+
+    /// Every live fiber with its state, where it was spawned and what it waits on (see
+    /// [`Dump`](crate::dump::Dump)). `Display` gives Go's SIGQUIT-style text.
+    pub fn dump(&self) -> crate::dump::Dump {
+        crate::dump::snapshot(&self.shared)
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

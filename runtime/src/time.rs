@@ -71,7 +71,9 @@ impl Timers {
     }
 
     fn to_nanos(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.epoch).as_nanos().min(NONE as u128 - 1) as u64
+        t.saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(NONE as u128 - 1) as u64
     }
 
     fn from_nanos(&self, n: u64) -> Instant {

@@ -51,7 +51,9 @@ fn callee_saved_registers_survive() {
         for _ in 0..100 {
             fiber::suspend(0);
             x = black_box(x) * 1.000_001;
-            n = black_box(n).wrapping_mul(6364136223846793005).wrapping_add(1);
+            n = black_box(n)
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1);
         }
         (x, n)
     });
@@ -110,7 +112,11 @@ fn drop_unwinds_a_suspended_fiber() {
     assert!(matches!(f.resume(), Resumed::Suspended(0)));
     assert_eq!(drops.get(), 0);
     drop(f);
-    assert_eq!(drops.get(), 2, "both locals on the fiber stack were dropped");
+    assert_eq!(
+        drops.get(),
+        2,
+        "both locals on the fiber stack were dropped"
+    );
 }
 
 fn drop_of_unstarted_fiber_drops_the_closure() {
@@ -238,7 +244,10 @@ fn overflow_child() -> ! {
 
 fn overflow_is_reported() {
     let exe = std::env::current_exe().unwrap();
-    let out = match Command::new(exe).env("FILAMENT_ARCH_CHILD", "overflow").output() {
+    let out = match Command::new(exe)
+        .env("FILAMENT_ARCH_CHILD", "overflow")
+        .output()
+    {
         Ok(out) => out,
         Err(e) => {
             // Under qemu-user without binfmt the child cannot be exec'd.
@@ -253,7 +262,12 @@ fn overflow_is_reported() {
     );
     assert!(stderr.contains(&expected), "stderr was: {stderr}");
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "status: {:?}", out.status);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "status: {:?}",
+        out.status
+    );
 }
 
 fn main() {
@@ -265,18 +279,36 @@ fn main() {
     }
     let tests: &[(&str, fn())] = &[
         ("values_round_trip", values_round_trip),
-        ("callee_saved_registers_survive", callee_saved_registers_survive),
+        (
+            "callee_saved_registers_survive",
+            callee_saved_registers_survive,
+        ),
         ("panic_is_caught_at_the_root", panic_is_caught_at_the_root),
-        ("drop_unwinds_a_suspended_fiber", drop_unwinds_a_suspended_fiber),
-        ("drop_of_unstarted_fiber_drops_the_closure", drop_of_unstarted_fiber_drops_the_closure),
+        (
+            "drop_unwinds_a_suspended_fiber",
+            drop_unwinds_a_suspended_fiber,
+        ),
+        (
+            "drop_of_unstarted_fiber_drops_the_closure",
+            drop_of_unstarted_fiber_drops_the_closure,
+        ),
         ("large_closure_is_boxed", large_closure_is_boxed),
         ("nested_fibers", nested_fibers),
         ("backtrace_crosses_the_switch", backtrace_crosses_the_switch),
-        ("native_runs_on_the_thread_stack", native_runs_on_the_thread_stack),
-        ("native_panic_reaches_the_fiber", native_panic_reaches_the_fiber),
+        (
+            "native_runs_on_the_thread_stack",
+            native_runs_on_the_thread_stack,
+        ),
+        (
+            "native_panic_reaches_the_fiber",
+            native_panic_reaches_the_fiber,
+        ),
         ("overflow_is_reported", overflow_is_reported),
     ];
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let (mut passed, mut failed) = (0, 0);
     let default_hook = panic::take_hook();
     panic::set_hook(Box::new(|_| {}));

@@ -13,6 +13,31 @@ fn rt(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().unwrap()
 }
 
+/// `rt.block_on(f)`, bounded: if `f` has not returned after `limit`, prints the runtime's
+/// metrics and fiber dump (where every fiber is stuck) and aborts the test process.
+fn within<T: Send>(rt: &Runtime, limit: Duration, f: impl FnOnce() -> T + Send) -> T {
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let start = Instant::now();
+            while !done.load(SeqCst) {
+                thread::sleep(Duration::from_millis(10));
+                if start.elapsed() > limit {
+                    eprintln!(
+                        "still running after {limit:?}:\n{}\n{}",
+                        rt.metrics(),
+                        rt.dump()
+                    );
+                    std::process::abort();
+                }
+            }
+        });
+        let value = rt.block_on(f);
+        done.store(true, SeqCst);
+        value
+    })
+}
+
 #[test]
 fn spawn_and_join_from_plain_main_uses_the_default_runtime() {
     let h = fil::spawn(|| 40 + 2);
@@ -23,7 +48,7 @@ fn spawn_and_join_from_plain_main_uses_the_default_runtime() {
 fn block_on_returns_and_borrows() {
     let rt = rt(2);
     let data = [1u64, 2, 3];
-    let sum = rt.block_on(|| data.iter().sum::<u64>());
+    let sum = within(&rt, Duration::from_secs(60), || data.iter().sum::<u64>());
     assert_eq!(sum, 6);
 }
 
@@ -32,16 +57,21 @@ fn invalid_settings_are_errors() {
     let e = Runtime::builder().workers(0).build().unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     assert!(Runtime::builder().stack_size(10).build().is_err());
-    assert!(Runtime::builder().stack_size(usize::MAX / 2).build().is_err());
+    assert!(Runtime::builder()
+        .stack_size(usize::MAX / 2)
+        .build()
+        .is_err());
     let rt = rt(1);
-    let r = rt.block_on(|| fil::Builder::new().stack_size(1).spawn(|| ()).map(|_| ()));
+    let r = within(&rt, Duration::from_secs(60), || {
+        fil::Builder::new().stack_size(1).spawn(|| ()).map(|_| ())
+    });
     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
 }
 
 #[test]
 fn panic_reaches_join_and_the_worker_survives() {
     let rt = rt(1);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         let h = fil::spawn(|| -> u32 { panic!("fiber panic") });
         let err = h.join().unwrap_err();
         assert_eq!(err.downcast_ref::<&str>(), Some(&"fiber panic"));
@@ -52,7 +82,7 @@ fn panic_reaches_join_and_the_worker_survives() {
 #[test]
 fn names_ids_and_current() {
     let rt = rt(2);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         let h = fil::Builder::new()
             .name("named")
             .spawn(|| {
@@ -75,7 +105,7 @@ fn a_million_spawns() {
     let start = Instant::now();
     let counter = Arc::new(AtomicUsize::new(0));
     let c = counter.clone();
-    rt.block_on(move || {
+    within(&rt, Duration::from_secs(60), move || {
         let handles: Vec<_> = (0..1_000_000)
             .map(|_| {
                 let c = c.clone();
@@ -108,7 +138,7 @@ fn skynet(num: u64, size: u64, div: u64) -> u64 {
 #[test]
 fn skynet_million() {
     let rt = rt(2);
-    let sum = rt.block_on(|| skynet(0, 1_000_000, 10));
+    let sum = within(&rt, Duration::from_secs(60), || skynet(0, 1_000_000, 10));
     assert_eq!(sum, 499_999_500_000);
 }
 
@@ -117,7 +147,7 @@ fn yield_storm() {
     let rt = rt(2);
     let total = Arc::new(AtomicUsize::new(0));
     let t = total.clone();
-    rt.block_on(move || {
+    within(&rt, Duration::from_secs(60), move || {
         let hs: Vec<_> = (0..1000)
             .map(|_| {
                 let t = t.clone();
@@ -138,7 +168,7 @@ fn yield_storm() {
 fn cross_worker_wakeups_via_park() {
     // Pairs of fibers wake each other with park/unpark many times; nothing is lost.
     let rt = rt(2);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         let hs: Vec<_> = (0..50)
             .map(|_| {
                 fil::spawn(|| {
@@ -180,7 +210,7 @@ impl Drop for SetOnDrop {
 #[test]
 fn cancel_during_sleep_unwinds() {
     let rt = rt(2);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         let dropped = Arc::new(AtomicBool::new(false));
         let d = dropped.clone();
         let h = fil::spawn(move || {
@@ -200,7 +230,7 @@ fn cancel_during_sleep_unwinds() {
 #[test]
 fn cancel_before_start_never_runs() {
     let rt = rt(1);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         let ran = Arc::new(AtomicBool::new(false));
         let r = ran.clone();
         let h = fil::spawn(move || r.store(true, SeqCst));
@@ -214,7 +244,7 @@ fn cancel_before_start_never_runs() {
 fn scope_borrows_and_joins_all() {
     let rt = rt(2);
     let mut counts = vec![0u32; 8];
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         fil::scope(|s| {
             for (i, c) in counts.iter_mut().enumerate() {
                 s.spawn(move || {
@@ -230,7 +260,7 @@ fn scope_borrows_and_joins_all() {
 #[test]
 fn sleep_precision_and_many_sleepers() {
     let rt = rt(2);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         let start = Instant::now();
         fil::sleep(Duration::from_millis(5));
         let took = start.elapsed();
@@ -243,14 +273,17 @@ fn sleep_precision_and_many_sleepers() {
         hs.into_iter().for_each(|h| h.join().unwrap());
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(20), "{took:?}");
-        assert!(took < Duration::from_secs(2), "10,000 sleepers took {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "10,000 sleepers took {took:?}"
+        );
     });
 }
 
 #[test]
 fn started_fibers_stay_on_their_thread_without_migration() {
     let rt = rt(2);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(20), || {
         let hs: Vec<_> = (0..200)
             .map(|i| {
                 fil::spawn(move || {
@@ -279,7 +312,7 @@ fn fibers_migrate_when_allowed() {
         .unwrap();
     let moved = Arc::new(AtomicUsize::new(0));
     let m = moved.clone();
-    rt.block_on(move || {
+    within(&rt, Duration::from_secs(60), move || {
         let hs: Vec<_> = (0..200)
             .map(|_| {
                 let m = m.clone();
@@ -303,7 +336,7 @@ fn fibers_migrate_when_allowed() {
 #[test]
 fn blocking_calls_do_not_stall_other_fibers() {
     let rt = rt(2);
-    rt.block_on(|| {
+    within(&rt, Duration::from_secs(60), || {
         let start = Instant::now();
         // Blocking calls on both workers at once, for 500 ms.
         let blockers: Vec<_> = (0..2)
@@ -323,12 +356,18 @@ fn blocking_calls_do_not_stall_other_fibers() {
         hs.into_iter().for_each(|h| h.join().unwrap());
         let took = start.elapsed();
         assert_eq!(done.load(Relaxed), 1000);
-        assert!(took < Duration::from_millis(250), "others waited for the blocking calls: {took:?}");
+        assert!(
+            took < Duration::from_millis(250),
+            "others waited for the blocking calls: {took:?}"
+        );
         blockers.into_iter().for_each(|h| h.join().unwrap());
         assert!(start.elapsed() >= Duration::from_millis(500));
         // A panic inside `blocking` reaches the fiber.
         let r = fil::spawn(|| fil::blocking(|| panic!("blocking boom"))).join();
-        assert_eq!(r.unwrap_err().downcast_ref::<&str>(), Some(&"blocking boom"));
+        assert_eq!(
+            r.unwrap_err().downcast_ref::<&str>(),
+            Some(&"blocking boom")
+        );
     });
 }
 
@@ -353,7 +392,10 @@ fn monitor_rescues_a_queue_behind_a_hogging_fiber() {
     let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(sum, 499_500);
     let took = start.elapsed();
-    assert!(took < Duration::from_millis(300), "the queue waited for the hogs: {took:?}");
+    assert!(
+        took < Duration::from_millis(300),
+        "the queue waited for the hogs: {took:?}"
+    );
     hogs.into_iter().for_each(|h| h.join().unwrap());
 }
 
@@ -369,7 +411,7 @@ fn dropping_the_runtime_cancels_fibers_and_runs_destructors() {
     {
         let rt = rt(2);
         let d = drops.clone();
-        rt.block_on(move || {
+        within(&rt, Duration::from_secs(60), move || {
             for i in 0..1000 {
                 let c = Count(d.clone());
                 fil::spawn(move || {
@@ -390,7 +432,11 @@ fn dropping_the_runtime_cancels_fibers_and_runs_destructors() {
         let c = Count(drops.clone());
         let _late = rt.spawn(move || drop(c));
     }
-    assert_eq!(drops.load(SeqCst), 1001, "every fiber's captured value was dropped");
+    assert_eq!(
+        drops.load(SeqCst),
+        1001,
+        "every fiber's captured value was dropped"
+    );
 }
 
 #[test]
@@ -398,7 +444,7 @@ fn spawn_during_shutdown() {
     let rt = rt(2);
     let spawned_late = Arc::new(AtomicUsize::new(0));
     let s = spawned_late.clone();
-    rt.block_on(move || {
+    within(&rt, Duration::from_secs(60), move || {
         for _ in 0..100 {
             let s = s.clone();
             fil::spawn(move || {

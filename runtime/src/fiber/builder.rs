@@ -77,14 +77,7 @@ impl Builder {
         };
         let name = self.name.map(Arc::<str>::from);
         let id = shared.next_id.fetch_add(1, Relaxed);
-        let task = new_task(
-            shared.clone(),
-            id,
-            name,
-            stack_size,
-            Location::caller(),
-            f,
-        );
+        let task = new_task(shared.clone(), id, name, stack_size, Location::caller(), f);
         Ok(JoinHandle::new(submit(shared, task)))
     }
 }

@@ -11,6 +11,10 @@ use crate::sched::{worker, TaskRef};
 pub struct FiberId(NonZeroU64);
 
 impl FiberId {
+    pub(crate) fn from_raw(id: u64) -> Self {
+        FiberId(NonZeroU64::new(id).expect("fiber ids start at 1"))
+    }
+
     /// The id as a number.
     pub fn as_u64(&self) -> u64 {
         self.0.get()
@@ -36,7 +40,7 @@ impl Fiber {
 
     /// The fiber's id.
     pub fn id(&self) -> FiberId {
-        FiberId(NonZeroU64::new(self.task.header.id).expect("fiber ids start at 1"))
+        FiberId::from_raw(self.task.header.id)
     }
 
     /// The fiber's name, if it was given one (`Builder::name`).

@@ -28,8 +28,10 @@ impl<T> JoinHandle<T> {
     /// the thread. A cancelled fiber's payload is a [`crate::Cancelled`].
     #[track_caller]
     pub fn join(self) -> thread::Result<T> {
-        let _wait = crate::fiber::waiting("join", std::panic::Location::caller());
-        self.task.header.join.wait();
+        if !self.task.header.join.is_complete() {
+            let _wait = crate::fiber::waiting("join", std::panic::Location::caller());
+            self.task.header.join.wait();
+        }
         self.take()
     }
 

@@ -56,6 +56,7 @@ where
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&scope)));
     let mut unjoined_panic = false;
+    let _wait = crate::fiber::waiting("scope", std::panic::Location::caller());
     loop {
         let tasks = std::mem::take(&mut *scope.tasks.lock());
         if tasks.is_empty() {

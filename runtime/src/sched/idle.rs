@@ -95,6 +95,11 @@ impl WorkerParker {
         self.condvar.notify_one();
     }
 
+    /// True if the token is set (without consuming it).
+    pub(crate) fn has_token(&self) -> bool {
+        *self.notified.lock()
+    }
+
     /// Consumes the token if set.
     pub(crate) fn take_token(&self) -> bool {
         std::mem::take(&mut *self.notified.lock())
@@ -170,9 +175,20 @@ impl Shared {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                self.timers.set_poller_deadline(timeout.map(|t| Instant::now() + t));
+                let deadline = timeout.map(|t| Instant::now() + t);
+                self.timers.set_poller_deadline(deadline);
+                // A wake-up whose reactor event another thread's non-blocking poll consumed is
+                // seen here instead (`poll_unless`): the token, or a timer added earlier than the
+                // deadline we computed.
+                let woken = || {
+                    parker.has_token()
+                        || self
+                            .timers
+                            .next_deadline()
+                            .is_some_and(|d| deadline.is_none_or(|ours| d < ours))
+                };
                 // An error from epoll (EINTR is retried by mio) leaves the worker to re-check.
-                let _ = self.reactor.poll(timeout);
+                let _ = self.reactor.poll_unless(timeout, woken);
                 self.timers.set_poller_deadline(None);
             }
             self.idle.poller.store(0, SeqCst);

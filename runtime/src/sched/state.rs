@@ -23,7 +23,9 @@
 //!   SCHEDULED (generation + 1) and the waker must queue it. A wake while RUNNING or SCHEDULED
 //!   only leaves the token.
 //! * timer ([`TaskState::timer_fire`]): PARKED with the same generation → SCHEDULED, without a
-//!   token (the park reports a timeout).
+//!   token (the park reports a timeout). A timer that fires while its park is still on the way
+//!   (RUNNING, same generation) leaves the token instead, so `finish_park` resumes the fiber.
+//!   A park that ends through the token in `finish_park` also starts a new generation.
 //! * finish: RUNNING → DONE.
 //!
 //! **No lost wake-up:** a wake either finds PARKED (and queues the fiber itself), or happens
@@ -98,7 +100,11 @@ impl TaskState {
     /// Popped from a queue: SCHEDULED → RUNNING.
     pub fn start_running(&self) {
         let prev = self.0.fetch_sub(SCHEDULED - RUNNING, AcqRel);
-        debug_assert_eq!(prev & LIFECYCLE, SCHEDULED, "popped a fiber that was not scheduled");
+        debug_assert_eq!(
+            prev & LIFECYCLE,
+            SCHEDULED,
+            "popped a fiber that was not scheduled"
+        );
     }
 
     /// Yielded: RUNNING → SCHEDULED (the caller then queues it).
@@ -132,9 +138,22 @@ impl TaskState {
         loop {
             debug_assert_eq!(cur & LIFECYCLE, RUNNING);
             if cur & NOTIFIED != 0 {
-                return ParkOutcome::Resume;
+                // The park ends here: a new generation, so its timer (if any) is stale.
+                match self
+                    .0
+                    .compare_exchange_weak(cur, cur.wrapping_add(GEN_ONE), AcqRel, Acquire)
+                {
+                    Ok(_) => return ParkOutcome::Resume,
+                    Err(actual) => {
+                        cur = actual;
+                        continue;
+                    }
+                }
             }
-            match self.0.compare_exchange_weak(cur, cur | PARKED, AcqRel, Acquire) {
+            match self
+                .0
+                .compare_exchange_weak(cur, cur | PARKED, AcqRel, Acquire)
+            {
                 Ok(_) => return ParkOutcome::Parked,
                 Err(actual) => cur = actual,
             }
@@ -164,15 +183,24 @@ impl TaskState {
     /// A timer registered during the park of generation `generation` expired: returns true if
     /// that park is still in progress, in which case the fiber is now SCHEDULED and the caller
     /// must queue it.
+    ///
+    /// The timer may fire before the park is published: the fiber added its timer and is still
+    /// RUNNING on its way to `finish_park`. Then the timer leaves the token (same generation
+    /// only), which `finish_park` sees, so the fiber resumes at once instead of parking with no
+    /// timer left to wake it.
     pub fn timer_fire(&self, generation: usize) -> bool {
         let mut cur = self.0.load(Acquire);
         loop {
-            if cur & LIFECYCLE != PARKED || cur >> GEN_SHIFT != generation & (usize::MAX >> GEN_SHIFT) {
+            if cur >> GEN_SHIFT != generation & (usize::MAX >> GEN_SHIFT) {
                 return false;
             }
-            let new = (cur & !LIFECYCLE | SCHEDULED).wrapping_add(GEN_ONE);
+            let new = match cur & LIFECYCLE {
+                PARKED => (cur & !LIFECYCLE | SCHEDULED).wrapping_add(GEN_ONE),
+                RUNNING if cur & NOTIFIED == 0 => cur | NOTIFIED,
+                _ => return false,
+            };
             match self.0.compare_exchange_weak(cur, new, AcqRel, Acquire) {
-                Ok(_) => return true,
+                Ok(_) => return cur & LIFECYCLE == PARKED,
                 Err(actual) => cur = actual,
             }
         }
@@ -241,10 +269,42 @@ mod loom_tests {
             assert_eq!(queued.load(SeqCst), 1);
             // The fiber runs again and parks a second time: the old timer is stale.
             state.start_running();
-            assert_eq!(state.finish_park(), ParkOutcome::Resume, "token left by the wake");
+            assert_eq!(
+                state.finish_park(),
+                ParkOutcome::Resume,
+                "token left by the wake"
+            );
             assert!(state.take_token());
             assert_eq!(state.finish_park(), ParkOutcome::Parked);
             assert!(!state.timer_fire(generation));
+        });
+    }
+
+    /// A timer that fires while the fiber is still on its way to park (between adding the
+    /// timer and `finish_park`) is not lost: the fiber either resumes at once or is queued by
+    /// the timer, exactly once.
+    #[test]
+    fn timer_races_park() {
+        loom::model(|| {
+            let state = Arc::new(TaskState(AtomicUsize::new(RUNNING)));
+            let generation = state.generation();
+            let s = state.clone();
+            let timer = thread::spawn(move || s.timer_fire(generation));
+            let outcome = state.finish_park();
+            let queued_by_timer = timer.join().unwrap();
+            match outcome {
+                ParkOutcome::Resume => {
+                    assert!(!queued_by_timer);
+                    assert!(state.take_token());
+                    // The next park is a new generation: the fired timer cannot touch it.
+                    assert_eq!(state.finish_park(), ParkOutcome::Parked);
+                    assert!(!state.timer_fire(generation));
+                }
+                ParkOutcome::Parked => {
+                    assert!(queued_by_timer, "a parked fiber's timer must queue it");
+                    assert_eq!(state.lifecycle(), Lifecycle::Scheduled);
+                }
+            }
         });
     }
 

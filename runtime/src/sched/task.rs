@@ -148,7 +148,10 @@ where
         // SAFETY: called after completion by the scope that owns the task's results; the handle
         // that could also take it has been consumed or is never used again (scope ended).
         let stage = unsafe { &mut *self.stage.get() };
-        matches!(std::mem::replace(stage, Stage::Taken), Stage::Finished(Err(_)))
+        matches!(
+            std::mem::replace(stage, Stage::Taken),
+            Stage::Finished(Err(_))
+        )
     }
 }
 

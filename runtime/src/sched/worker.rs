@@ -423,7 +423,10 @@ impl WorkerContext {
                 if victim == self.index {
                     continue;
                 }
-                match shared.workers[victim].stealer.steal_batch_and_pop(&local.queue) {
+                match shared.workers[victim]
+                    .stealer
+                    .steal_batch_and_pop(&local.queue)
+                {
                     Steal::Success(t) => {
                         shared.counters.steals.fetch_add(1, Relaxed);
                         return Some(t);
@@ -520,7 +523,12 @@ impl WorkerContext {
             if self.shared.fire_timers(Instant::now()) > 0 {
                 continue;
             }
-            if self.shared.idle.try_start_searching(self.shared.active_workers()) || self.is_searching() {
+            if self
+                .shared
+                .idle
+                .try_start_searching(self.shared.active_workers())
+                || self.is_searching()
+            {
                 self.set_searching(true);
                 if let Some(task) = self.steal() {
                     self.found_work();

@@ -30,6 +30,7 @@ const MAX_ARENA_BYTES: usize = 1 << 30;
 /// The allocator's shared state.
 static GLOBAL: Mutex<Global> = Mutex::new(Global {
     classes: Vec::new(),
+    regions: Vec::new(),
     totals: Totals {
         carved: 0,
         free: 0,
@@ -54,6 +55,8 @@ pub(super) struct Totals {
 struct Global {
     /// One entry per stack size ever requested; few in practice, so a linear search.
     classes: Vec<SizeClass>,
+    /// Every arena mapped, as (base, length): what [`committed_bytes`] inspects.
+    regions: Vec<(usize, usize)>,
     totals: Totals,
 }
 
@@ -149,6 +152,8 @@ fn carve(global: &mut Global, size: usize) -> io::Result<NonZeroUsize> {
     // nothing; it becomes the guard below the stack.
     let guarded = unsafe { guard::install_guard(slot, page) };
     if mapped > 0 {
+        let base = global.class(size).carving.as_ref().map_or(0, |a| a.base);
+        global.regions.push((base, mapped));
         global.totals.arenas += 1;
         global.totals.reserved_bytes += mapped;
     }
@@ -177,6 +182,27 @@ pub(super) fn give_back(size: usize, stacks: impl IntoIterator<Item = NonZeroUsi
 /// The process-wide counters.
 pub(super) fn totals() -> Totals {
     GLOBAL.lock().totals
+}
+
+/// Bytes of stack memory resident in RAM across all arenas (guard pages included, which are
+/// never resident), found with `mincore` page by page. Costs about a byte of scratch and a few
+/// nanoseconds per reserved page, so it stays well under a millisecond for 100,000 small stacks.
+pub(super) fn committed_bytes() -> usize {
+    let regions = GLOBAL.lock().regions.clone();
+    let page = guard::page_size();
+    let mut resident = 0;
+    let mut vec = Vec::new();
+    for (base, len) in regions {
+        vec.clear();
+        vec.resize(len.div_ceil(page), 0u8);
+        // SAFETY: `base..base + len` is one of our arenas, mapped for the life of the process
+        // (arenas are never unmapped), and `vec` holds one byte per page of it.
+        let rc = unsafe { libc::mincore(base as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        if rc == 0 {
+            resident += vec.iter().filter(|&&b| b & 1 != 0).count() * page;
+        }
+    }
+    resident
 }
 
 #[cfg(test)]

@@ -247,6 +247,13 @@ pub struct StackStats {
     pub reserved_bytes: usize,
 }
 
+/// Bytes of stack memory currently resident in RAM across every arena of the process (pages
+/// fibers have touched and that were not trimmed since). Inspects each arena with `mincore`,
+/// so call it for metrics, not on a hot path.
+pub fn committed_bytes() -> usize {
+    arena::committed_bytes()
+}
+
 /// Current counters of the stack allocator.
 pub fn stats() -> StackStats {
     let totals = arena::totals();

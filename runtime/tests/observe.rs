@@ -1,0 +1,182 @@
+//! What an operator sees: `Runtime::metrics()`, `Runtime::dump()` and `dump_on_signal`.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use filament_runtime::dump::{Dump, FiberInfo, FiberState};
+use filament_runtime::{self as fil, Runtime};
+
+fn named<'a>(dump: &'a Dump, name: &str) -> Option<&'a FiberInfo> {
+    dump.fibers.iter().find(|f| f.name.as_deref() == Some(name))
+}
+
+/// Polls the dump until every named fiber is parked (at most 5 s).
+fn dump_when_parked(rt: &Runtime, names: &[&str]) -> Dump {
+    let start = Instant::now();
+    loop {
+        let dump = rt.dump();
+        let all_parked = names
+            .iter()
+            .all(|n| named(&dump, n).is_some_and(|f| f.state == FiberState::Parked));
+        if all_parked {
+            return dump;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "fibers {names:?} did not all park; last dump:\n{dump}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn dump_names_each_wait_and_spawn_site() {
+    let rt = Runtime::builder()
+        .workers(2)
+        .name("observed")
+        .build()
+        .unwrap();
+    let release = Arc::new(AtomicBool::new(false));
+    let r1 = release.clone();
+    let r2 = release.clone();
+    let spawn_line = line!() + 3;
+    let (sleeper, joiner, blocker, lines) = rt.block_on(move || {
+        let sleep_line = line!() + 3;
+        let sleeper = fil::Builder::new().name("sleeper").spawn(move || {
+            while !r1.load(SeqCst) {
+                fil::sleep(Duration::from_millis(20));
+            }
+        });
+        let target = fil::spawn(|| fil::sleep(Duration::from_secs(30)));
+        let join_line = line!() + 2;
+        let joiner = fil::Builder::new().name("joiner").spawn(move || {
+            let _ = target.join();
+        });
+        let blocking_line = line!() + 2;
+        let blocker = fil::Builder::new().name("blocker").spawn(move || {
+            fil::blocking(|| {
+                while !r2.load(SeqCst) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        });
+        let lines = [sleep_line, join_line, blocking_line];
+        (sleeper.unwrap(), joiner.unwrap(), blocker.unwrap(), lines)
+    });
+    let [sleep_line, join_line, blocking_line] = lines;
+    let dump = dump_when_parked(&rt, &["sleeper", "joiner", "blocker"]);
+    let text = dump.to_string();
+    assert!(text.starts_with("runtime 'observed'"), "{text}");
+    for (name, what, line) in [
+        ("sleeper", "sleep", sleep_line),
+        ("joiner", "join", join_line),
+        ("blocker", "blocking", blocking_line),
+    ] {
+        let info = named(&dump, name).unwrap();
+        let (w, at) = info
+            .waiting_on
+            .unwrap_or_else(|| panic!("{name} has no wait:\n{text}"));
+        assert_eq!(w, what, "{text}");
+        assert!(at.file().ends_with("observe.rs"), "{at}");
+        assert_eq!(at.line(), line, "{name}: {at}\n{text}");
+        assert!(info.spawned_at.file().ends_with("observe.rs"));
+        assert!(text.contains(&format!("waiting on {what} at ")), "{text}");
+    }
+    assert_eq!(
+        named(&dump, "sleeper").unwrap().spawned_at.line(),
+        spawn_line
+    );
+    release.store(true, SeqCst);
+    sleeper.join().unwrap();
+    blocker.join().unwrap();
+    // Dropping the runtime cancels the 30 s sleeper and the joiner waiting for it.
+    drop(rt);
+    let joined = joiner.join();
+    assert!(joined.is_ok() || joined.unwrap_err().is::<fil::Cancelled>());
+}
+
+#[test]
+fn metrics_count_fibers_and_display() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let before = rt.metrics();
+    assert_eq!(before.workers, 2);
+    rt.block_on(|| {
+        let hs: Vec<_> = (0..100).map(|i| fil::spawn(move || i)).collect();
+        let sum: i32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(sum, 4950);
+        fil::sleep(Duration::from_millis(1));
+    });
+    let m = rt.metrics();
+    assert!(m.fibers_spawned >= before.fibers_spawned + 101, "{m}");
+    assert!(m.fibers_finished >= before.fibers_finished + 100, "{m}");
+    assert!(m.fiber_parks >= 1, "{m}");
+    assert_eq!(m.queue_depths.len(), 2);
+    assert!(
+        m.stack_bytes_reserved > 0 && m.stack_bytes_committed > 0,
+        "{m}"
+    );
+    assert!(m.stack_bytes_committed <= m.stack_bytes_reserved, "{m}");
+    let text = m.to_string();
+    for row in [
+        "workers",
+        "fibers",
+        "steals",
+        "reactor",
+        "timers pending",
+        "stack memory",
+    ] {
+        assert!(text.contains(row), "{text}");
+    }
+}
+
+#[test]
+fn dump_on_signal_rejects_bad_signals() {
+    for bad in [0, libc::SIGKILL, libc::SIGSEGV, 10_000] {
+        let e = Runtime::builder().dump_on_signal(bad).build().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{bad}");
+    }
+}
+
+/// In a child process (the signal's handler is process-wide): a runtime built with
+/// `dump_on_signal(SIGUSR1)` prints its dump to stderr and keeps running.
+#[test]
+fn dump_on_signal_prints_and_keeps_running() {
+    if std::env::var_os("FILAMENT_DUMP_CHILD").is_some() {
+        let rt = Runtime::builder()
+            .workers(1)
+            .dump_on_signal(libc::SIGUSR1)
+            .build()
+            .unwrap();
+        let h = rt.block_on(|| {
+            fil::Builder::new()
+                .name("napper")
+                .spawn(|| fil::sleep(Duration::from_millis(400)))
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: raising a signal whose handler the runtime installed.
+        unsafe { libc::raise(libc::SIGUSR1) };
+        h.join().unwrap();
+        println!("child survived");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([
+            "--exact",
+            "dump_on_signal_prints_and_keeps_running",
+            "--nocapture",
+        ])
+        .env("FILAMENT_DUMP_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stderr}");
+    assert!(stdout.contains("child survived"), "{stdout}");
+    assert!(stderr.contains("fiber dump on signal"), "{stderr}");
+    assert!(stderr.contains("'napper' [parked]"), "{stderr}");
+    assert!(stderr.contains("waiting on sleep at"), "{stderr}");
+}
