@@ -18,9 +18,12 @@
 
 pub use filament_runtime::{
     blocking, current, native, run, scope, sleep, sleep_until, spawn, try_current, yield_now,
-    Builder, Cancelled, Fiber, FiberId, JoinHandle, Runtime, RuntimeBuilder, Scope,
+    Builder, Cancelled, Fiber, FiberId, JoinHandle, Metrics, Runtime, RuntimeBuilder, Scope,
     ScopedJoinHandle,
 };
+
+/// The fiber dump: [`Runtime::dump`] and its types.
+pub use filament_runtime::dump;
 
 /// Synchronisation primitives and channels that park fibers (and block plain threads).
 pub mod sync {
@@ -36,3 +39,8 @@ pub mod net {
 pub mod rt {
     pub use filament_runtime::{arch, fiber, park, stack};
 }
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
