@@ -296,18 +296,35 @@ pub fn in_fiber_stack() -> bool {
 /// # Panics
 /// When called outside a fiber. If the fiber is being dropped while suspended here, this unwinds
 /// (do not catch that unwind and suspend again, or the drop must cancel again).
+///
+/// Inlined on purpose: the resumer's `call` and the switching `ret` pair up in the CPU's
+/// return-stack predictor only if no other return sits between the switch and the fiber's next
+/// suspend. An out-of-line `suspend` adds a call/return pair around the switch and costs two
+/// mispredicted returns (~20 ns) per round trip.
+#[inline]
 pub fn suspend(value: usize) {
     let record = current_record();
-    assert!(
-        !record.is_null(),
-        "filament::fiber::suspend called outside a fiber"
-    );
+    if record.is_null() {
+        suspend_outside_fiber();
+    }
     // SAFETY: a non-null running record belongs to the fiber running on this stack; its
     // `stack_top` is the link-area base whose parent link the current resume wrote.
     let arg = unsafe { arch::suspend((*record).stack_top, value) };
     if arg == CANCEL {
-        panic::resume_unwind(Box::new(ForcedUnwind));
+        forced_unwind();
     }
+}
+
+#[cold]
+#[inline(never)]
+fn suspend_outside_fiber() -> ! {
+    panic!("filament::fiber::suspend called outside a fiber")
+}
+
+#[cold]
+#[inline(never)]
+fn forced_unwind() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind))
 }
 
 /// True if `payload` (from a fiber's `Finished(Err(..))`) is the private unwind used to tear
