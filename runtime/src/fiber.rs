@@ -88,8 +88,11 @@ pub struct RawFiber<T> {
     name: Option<Arc<str>>,
     /// Drops the closure payload of a fiber that never started.
     drop_payload: unsafe fn(*mut u8),
-    _not_send: PhantomData<(*mut (), fn() -> T)>,
+    _not_send: PhantomData<NotSendReturning<T>>,
 }
+
+/// Marker: not `Send` (a raw pointer), covariant in the result type.
+type NotSendReturning<T> = (*mut (), fn() -> T);
 
 impl<T> RawFiber<T> {
     /// A fiber that will run `f` on `stack`.
@@ -108,7 +111,7 @@ impl<T> RawFiber<T> {
         let limit = stack.size() / MAX_INLINE_PAYLOAD_DIVISOR;
         if mem::size_of::<F>() + mem::align_of::<F>() > limit || mem::align_of::<F>() > 4096 {
             let boxed = Box::new(f);
-            Self::build(stack, name, move || boxed())
+            Self::build(stack, name, boxed)
         } else {
             Self::build(stack, name, f)
         }

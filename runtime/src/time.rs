@@ -76,7 +76,7 @@ impl Timers {
             .min(NONE as u128 - 1) as u64
     }
 
-    fn from_nanos(&self, n: u64) -> Instant {
+    fn instant_at(&self, n: u64) -> Instant {
         self.epoch + Duration::from_nanos(n)
     }
 
@@ -135,7 +135,7 @@ impl Timers {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self.earliest.load(Acquire) {
             NONE => None,
-            n => Some(self.from_nanos(n)),
+            n => Some(self.instant_at(n)),
         }
     }
 

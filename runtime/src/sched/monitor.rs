@@ -96,14 +96,13 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
                 continue;
             }
             let since = *stuck_since[i].get_or_insert(now);
+            // Once a spare started, give it time to take over before judging again.
             if now.duration_since(since) >= STUCK_AFTER
                 && (work_waiting || !w.stealer.is_empty())
                 && shared.idle.num_parked.load(SeqCst) == 0
+                && start_spare(&shared)
             {
-                if start_spare(&shared) {
-                    // Give the spare time to take over before judging again.
-                    stuck_since[i] = Some(now);
-                }
+                stuck_since[i] = Some(now);
             }
         }
         if work_waiting && shared.idle.searching.load(SeqCst) == 0 {

@@ -266,7 +266,7 @@ impl WorkerContext {
         let me = &shared.workers[self.index];
         let mut local = self.local.borrow_mut();
         local.tick = local.tick.wrapping_add(1);
-        if local.tick % GLOBAL_INTERVAL == 0 {
+        if local.tick.is_multiple_of(GLOBAL_INTERVAL) {
             drop(local);
             self.maintenance();
             local = self.local.borrow_mut();
@@ -289,7 +289,7 @@ impl WorkerContext {
         }
         local.lifo_streak = 0;
         // Alternate between pinned and stealable work so neither starves the other.
-        let pinned_first = local.tick % 2 == 0;
+        let pinned_first = local.tick.is_multiple_of(2);
         if pinned_first {
             if let Some(t) = local.pinned.pop_front() {
                 return Some(t);
