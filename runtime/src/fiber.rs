@@ -19,7 +19,7 @@
 //!   runs, and the root swallows the payload. A fiber that has not started drops its closure
 //!   without running it. (With `panic = "abort"` a suspended fiber's frames are leaked instead.)
 //! * **Who is running.** While a fiber runs, the thread's *running record*
-//!   ([`crate::stack::overflow`]) points at the fiber's [`FiberRecord`] (its link-area base,
+//!   ([`crate::stack::overflow`]) points at the fiber's `FiberRecord` (its link-area base,
 //!   guard page, size and name): [`suspend`] finds its link area there, `native` finds the
 //!   worker's stack there, and the SIGSEGV handler recognises an overflow with it. `resume`
 //!   saves the previous record and restores it when the fiber suspends, so fibers may nest.

@@ -6,7 +6,7 @@
 //!   spawn, join, cancel and scope.
 //! * `sched` — the work-stealing M:N scheduler (private; its protocol is documented there).
 //! * [`reactor`] — the mio reactor that parks fibers on socket readiness.
-//! * [`native`] — running a closure on the worker's own stack; blocking hand-off.
+//! * [`native`](mod@native) — running a closure on the worker's own stack; blocking hand-off.
 //! * [`park`] — the park/unpark API that `filament-sync` and `filament-net` build on.
 //! * [`loom`] — the std/loom shim every atomic and cell comes through.
 #![warn(missing_docs)]
