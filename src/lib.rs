@@ -43,7 +43,7 @@
 //!   low addresses
 //! ```
 //!
-//! **Native stack.** [`native`] runs a closure on the worker thread's own (large) stack and comes
+//! **Native stack.** [`native()`] runs a closure on the worker thread's own (large) stack and comes
 //! back in a few nanoseconds: for C code that needs a big stack or must not run on a fiber stack.
 //!
 //! **Blocking hand-off.** [`blocking`] runs a closure that may block for long (a file system call,
