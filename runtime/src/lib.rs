@@ -33,6 +33,7 @@ pub(crate) mod sched;
 #[cfg(loom)]
 pub(crate) mod sched {
     //! Under loom only the scheduler's pure state machines are compiled and model-checked.
+    pub(crate) mod idle;
     pub(crate) mod state;
 }
 #[cfg(not(loom))]

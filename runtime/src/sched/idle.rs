@@ -1,12 +1,16 @@
 //! The searching/parking protocol of idle workers (the argument for why no wake-up is lost is in
 //! the module docs of [`super`]) and the per-worker parker.
 
+#[cfg(not(loom))]
 use std::sync::Arc;
+#[cfg(not(loom))]
 use std::time::{Duration, Instant};
 
 use crate::loom::{fence, AtomicUsize, Mutex, Ordering::*};
+#[cfg(not(loom))]
 use parking_lot::Condvar;
 
+#[cfg(not(loom))]
 use super::Shared;
 
 /// Who is idle, who is searching, who polls the reactor.
@@ -46,6 +50,29 @@ impl Idle {
         self.searching.fetch_sub(1, SeqCst) == 1
     }
 
+    /// Steps 1–3 of parking (module docs of `sched`): join the idle list, stop searching, fence.
+    /// The caller must then re-check every queue before it blocks.
+    pub(crate) fn begin_park(&self, index: usize, was_searching: bool) {
+        self.push_parked(index);
+        if was_searching {
+            self.stop_searching();
+        }
+        fence(SeqCst);
+    }
+
+    /// The waker's side, after it pushed work: the parked worker to wake (now counted as
+    /// searching on its behalf), or `None` when a searcher will find the work or nobody sleeps.
+    pub(crate) fn notify(&self) -> Option<usize> {
+        fence(SeqCst);
+        if self.searching.load(SeqCst) != 0 || self.num_parked.load(SeqCst) == 0 {
+            return None;
+        }
+        let index = self.pop_parked()?;
+        // Counted as searching on its behalf, so that concurrent notifies wake no one else.
+        self.searching.fetch_add(1, SeqCst);
+        Some(index)
+    }
+
     pub(crate) fn push_parked(&self, index: usize) {
         let mut parked = self.parked.lock();
         if !parked.contains(&index) {
@@ -76,11 +103,13 @@ impl Idle {
 }
 
 /// A token plus condvar for one worker thread (parking_lot: blocking an OS thread).
+#[cfg(not(loom))]
 pub(crate) struct WorkerParker {
     notified: Mutex<bool>,
     condvar: Condvar,
 }
 
+#[cfg(not(loom))]
 impl WorkerParker {
     pub(crate) fn new() -> Self {
         WorkerParker {
@@ -129,18 +158,12 @@ impl WorkerParker {
     }
 }
 
+#[cfg(not(loom))]
 impl Shared {
     /// New stealable work exists: wake a parked worker unless someone is searching already.
     /// The caller has pushed the work before calling (see the module docs of `sched`).
     pub(crate) fn notify_work(&self) {
-        fence(SeqCst);
-        if self.idle.searching.load(SeqCst) != 0 || self.idle.num_parked.load(SeqCst) == 0 {
-            return;
-        }
-        if let Some(index) = self.idle.pop_parked() {
-            // Counted as searching on its behalf, so that concurrent notifies wake no one else.
-            self.idle.searching.fetch_add(1, SeqCst);
-            self.workers[index].woken_to_search.store(true, SeqCst);
+        if let Some(index) = self.idle.notify() {
             self.wake_worker(index);
         }
     }
@@ -197,5 +220,108 @@ impl Shared {
         } else {
             parker.park(spare_idle);
         }
+    }
+}
+
+/// The idle/searching protocol with loom threads standing in for workers: a counter stands in
+/// for the run queues and a token parker (as `WorkerParker`) for blocking. A lost wake-up shows
+/// as a deadlock (every thread blocked) or as work left behind.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::loom::{thread, Arc};
+
+    /// `WorkerParker` as it is (a token under a mutex plus a condvar), on loom's primitives.
+    struct TokenParker {
+        token: loom::sync::Mutex<bool>,
+        condvar: loom::sync::Condvar,
+    }
+
+    impl TokenParker {
+        fn new() -> Self {
+            TokenParker {
+                token: loom::sync::Mutex::new(false),
+                condvar: loom::sync::Condvar::new(),
+            }
+        }
+        fn park(&self) {
+            let mut token = self.token.lock().unwrap();
+            while !*token {
+                token = self.condvar.wait(token).unwrap();
+            }
+            *token = false;
+        }
+        fn unpark(&self) {
+            *self.token.lock().unwrap() = true;
+            self.condvar.notify_one();
+        }
+    }
+
+    /// A worker with nothing to run, as in `WorkerContext::main_loop`/`park`: take work if
+    /// there is some, else park with the re-check; returns once it took one unit of work.
+    fn worker(idle: &Idle, work: &AtomicUsize, parker: &TokenParker) {
+        let take = || {
+            work.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        let mut searching = idle.try_start_searching(2);
+        loop {
+            if take() {
+                if searching {
+                    idle.stop_searching();
+                }
+                return;
+            }
+            idle.begin_park(0, searching);
+            if work.load(SeqCst) == 0 {
+                parker.park();
+            }
+            // A worker popped by `notify` was counted as searching on its behalf.
+            searching = !idle.remove_parked(0);
+        }
+    }
+
+    fn producer(idle: &Idle, work: &AtomicUsize, parker: &TokenParker) {
+        work.fetch_add(1, SeqCst);
+        if idle.notify().is_some() {
+            parker.unpark();
+        }
+    }
+
+    fn run(start_searching: bool) {
+        loom::model(move || {
+            let idle = Arc::new(Idle::new(1));
+            if start_searching {
+                // Another (modelled as absent) searcher is active: the producer skips the
+                // wake-up, so the worker's own re-check must find the work.
+                idle.searching.fetch_add(1, SeqCst);
+            }
+            let work = Arc::new(AtomicUsize::new(0));
+            let parker = Arc::new(TokenParker::new());
+            let (i2, w2, p2) = (idle.clone(), work.clone(), parker.clone());
+            let t = thread::spawn(move || producer(&i2, &w2, &p2));
+            if start_searching {
+                // The other searcher gives up and parks elsewhere while the producer runs.
+                idle.stop_searching();
+            }
+            worker(&idle, &work, &parker);
+            t.join().unwrap();
+            assert_eq!(work.load(SeqCst), 0, "the work was taken");
+            assert_eq!(idle.num_parked.load(SeqCst), 0);
+            assert_eq!(idle.searching.load(SeqCst), 0, "searching count balanced");
+        });
+    }
+
+    /// A worker goes idle while a producer pushes one unit of work and notifies: the worker
+    /// always ends up with the work (it never sleeps next to a full queue).
+    #[test]
+    fn park_races_notify() {
+        run(false);
+    }
+
+    /// Same, while another worker is counted as searching when the producer looks.
+    #[test]
+    fn park_races_notify_with_a_searcher() {
+        run(true);
     }
 }

@@ -35,7 +35,15 @@
 //! behalf, and wakes it (its condvar, or the reactor's `Waker` if it is the poller). By the two
 //! fences, either the pusher sees the parking worker's decrement of the searching count and its
 //! place in the idle list, or the parking worker's re-check sees the pushed fiber: a fiber can
-//! never sit in a queue while every worker sleeps.
+//! never sit in a queue while every worker sleeps. A worker that wakes and finds itself no longer
+//! on the idle list was popped by a notifier and counted as searching on its behalf, so it
+//! searches (and later stops, keeping the count balanced) whether or not it ever blocked.
+//! `idle::loom_tests` model-checks this protocol; `state::loom_tests` the fiber's state word.
+//!
+//! The poller publishes nothing the wakers could miss either: a waker sets the worker's token
+//! (or adds an earlier timer) *before* it wakes the reactor, and the poller checks both while
+//! holding the poll lock, just before it blocks (`Reactor::poll_unless`), so a non-blocking poll
+//! by a busy worker or the monitor that consumed the reactor's wake event cannot leave it asleep.
 //!
 //! A pinned fiber woken elsewhere goes to its home worker's inbox and that worker is woken
 //! directly ([`idle::WorkerParker`]: a token under a lock, so a wake before the park is kept; the

@@ -50,8 +50,6 @@ pub(crate) struct WorkerShared {
     /// Pinned fibers woken by other threads.
     pub(crate) inbox: Injector<TaskRef>,
     pub(crate) parker: WorkerParker,
-    /// Set by `notify_work` when it wakes this worker to search (and counted it as searching).
-    pub(crate) woken_to_search: AtomicBool,
     /// The deque's owner half, kept here while no thread serves this slot.
     pub(crate) queue: Mutex<Option<Worker<TaskRef>>>,
     /// SLOT_UNUSED or SLOT_RUNNING.
@@ -71,7 +69,6 @@ impl WorkerShared {
             stealer: queue.stealer(),
             inbox: Injector::new(),
             parker: WorkerParker::new(),
-            woken_to_search: AtomicBool::new(false),
             queue: Mutex::new(Some(queue)),
             status: AtomicUsize::new(SLOT_UNUSED),
             tick: AtomicU64::new(0),
@@ -478,12 +475,9 @@ impl WorkerContext {
         let shared = &self.shared;
         let idle = &shared.idle;
         let me = &shared.workers[self.index];
-        idle.push_parked(self.index);
-        if self.is_searching() {
-            self.set_searching(false);
-            idle.stop_searching();
-        }
-        crate::loom::fence(SeqCst);
+        let was_searching = self.is_searching();
+        self.set_searching(false);
+        idle.begin_park(self.index, was_searching);
         let now = Instant::now();
         let recheck = shared.has_stealable_work()
             || self.has_local_work()
@@ -496,8 +490,9 @@ impl WorkerContext {
             shared.block_worker(self.index, spare_idle);
             timed_out_idle = self.is_spare() && now.elapsed() >= SPARE_IDLE;
         }
-        idle.remove_parked(self.index);
-        if me.woken_to_search.swap(false, SeqCst) {
+        // Not on the idle list any more: a notifier popped us and counted us as searching on
+        // our behalf (even if we never blocked), so we are searching now.
+        if !idle.remove_parked(self.index) {
             self.set_searching(true);
         }
         if timed_out_idle
