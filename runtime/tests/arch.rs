@@ -244,10 +244,19 @@ fn overflow_child() -> ! {
 
 fn overflow_is_reported() {
     let exe = std::env::current_exe().unwrap();
-    let out = match Command::new(exe)
-        .env("FILAMENT_ARCH_CHILD", "overflow")
-        .output()
-    {
+    // Under qemu-user (../shared/ci/aarch64.sh) a guest cannot exec a guest binary directly (no
+    // binfmt_misc here): run the child through the same runner cargo used for us.
+    let runner = std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER").ok();
+    let mut command = match runner.as_deref().filter(|_| cfg!(target_arch = "aarch64")) {
+        Some(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut c = Command::new(words.next().expect("a runner command"));
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let out = match command.env("FILAMENT_ARCH_CHILD", "overflow").output() {
         Ok(out) => out,
         Err(e) => {
             // Under qemu-user without binfmt the child cannot be exec'd.
@@ -260,7 +269,11 @@ fn overflow_is_reported() {
         "fiber 'deep-recursion' has overflowed its stack ({} bytes)",
         round_stack_size(MIN_STACK_SIZE).unwrap()
     );
-    assert!(stderr.contains(&expected), "stderr was: {stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "status: {:?}, stderr was: {stderr}",
+        out.status
+    );
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         out.status.signal(),

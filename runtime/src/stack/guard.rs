@@ -99,7 +99,16 @@ pub(super) unsafe fn install_guard(addr: usize, len: usize) -> io::Result<()> {
             // makes it inaccessible.
             let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, MADV_GUARD_INSTALL) };
             if rc == 0 {
-                return Ok(());
+                // SAFETY: the range was just made a guard (or, if the "success" was a no-op,
+                // is still our unused memory); the probe only reads it through a syscall.
+                if GUARD_VERIFIED.load(Ordering::Relaxed) || unsafe { guard_blocks_access(addr) } {
+                    GUARD_VERIFIED.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // An emulator (qemu-user ignores unknown madvise advice and returns 0) accepted
+                // the call without installing anything: fall back to mprotect for good.
+                USE_MPROTECT.store(true, Ordering::Relaxed);
+                break;
             }
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
@@ -123,6 +132,32 @@ pub(super) unsafe fn install_guard(addr: usize, len: usize) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Set once a guard installed with `MADV_GUARD_INSTALL` was seen to block access.
+static GUARD_VERIFIED: AtomicBool = AtomicBool::new(false);
+
+/// True if reading the page at `addr` fails with `EFAULT`: the kernel copies one byte from it
+/// into a pipe, which reports a bad address instead of faulting the process.
+///
+/// # Safety
+/// `addr` must be a page of a mapping owned by the caller (it is only read).
+unsafe fn guard_blocks_access(addr: usize) -> bool {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        // Cannot probe: trust the kernel's answer.
+        return true;
+    }
+    // SAFETY: writes at most one byte read from `addr` (ours) into our pipe.
+    let rc = unsafe { libc::write(fds[1], addr as *const libc::c_void, 1) };
+    let blocked = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT);
+    // SAFETY: both descriptors are ours and used no more.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    blocked
 }
 
 /// How close to `vm.max_map_count` the process must be for the map count to be the cause.
