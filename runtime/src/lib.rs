@@ -34,6 +34,7 @@ pub(crate) mod sched;
 pub(crate) mod sched {
     //! Under loom only the scheduler's pure state machines are compiled and model-checked.
     pub(crate) mod idle;
+    pub(crate) mod join_state;
     pub(crate) mod state;
 }
 #[cfg(not(loom))]

@@ -67,6 +67,7 @@
 
 pub(crate) mod blocking_pool;
 pub(crate) mod idle;
+pub(crate) mod join_state;
 pub(crate) mod monitor;
 pub(crate) mod registry;
 pub(crate) mod state;

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::fiber::RawFiber;
-use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering::*};
-use crate::park::{self, Unparker};
+use crate::loom::{AtomicBool, AtomicUsize, Mutex};
 
+use super::join_state::JoinState;
 use super::state::TaskState;
 use super::Shared;
 
@@ -213,55 +213,4 @@ where
     // SAFETY: only the trait object's lifetime bound changes (same layout); the caller
     // guarantees no `F` or `T` is used or dropped after 'a.
     unsafe { std::mem::transmute::<Arc<Task<dyn Body + 'a>>, TaskRef>(task) }
-}
-
-/// Completion flag plus the joiner's unparker.
-///
-/// Protocol: the finisher writes the result, sets `complete` (Release), then takes the waiter
-/// under the lock and unparks it. The joiner registers its unparker under the lock, re-checks
-/// `complete` (Acquire), then parks. Either the finisher finds the waiter, or the joiner sees
-/// `complete` on its re-check: the wake-up cannot be lost.
-pub(crate) struct JoinState {
-    complete: AtomicBool,
-    waiter: Mutex<Option<Unparker>>,
-}
-
-impl JoinState {
-    fn new() -> Self {
-        JoinState {
-            complete: AtomicBool::new(false),
-            waiter: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn is_complete(&self) -> bool {
-        self.complete.load(Acquire)
-    }
-
-    /// Publishes completion and wakes the joiner, if any.
-    pub(crate) fn complete(&self) {
-        self.complete.store(true, Release);
-        let waiter = self.waiter.lock().take();
-        if let Some(w) = waiter {
-            w.unpark();
-        }
-    }
-
-    /// Blocks the calling fiber or thread until completion.
-    pub(crate) fn wait(&self) {
-        if self.is_complete() {
-            return;
-        }
-        *self.waiter.lock() = Some(park::unparker());
-        struct Unregister<'a>(&'a JoinState);
-        impl Drop for Unregister<'_> {
-            fn drop(&mut self) {
-                self.0.waiter.lock().take();
-            }
-        }
-        let _unregister = Unregister(self);
-        while !self.is_complete() {
-            park::park();
-        }
-    }
 }
