@@ -91,6 +91,7 @@ fn submit(shared: &Arc<Shared>, task: TaskRef) -> TaskRef {
     shared.registry.insert(&task);
     shared.counters.spawned.fetch_add(1, Relaxed);
     shared.schedule(task.clone());
+    worker::spawn_backpressure();
     task
 }
 

@@ -232,6 +232,27 @@ pub(crate) fn yield_fiber() {
     check_cancelled(task);
 }
 
+/// Rounds of stealing a searching worker makes before it parks (with growing pauses between:
+/// 240 `spin_loop` hints, a few microseconds in all).
+const SEARCH_ROUNDS: u32 = 4;
+
+/// Fibers queued on one worker beyond which a fiber that spawns yields (see
+/// [`spawn_backpressure`]).
+pub(crate) const SPAWN_BACKLOG: usize = 256;
+
+/// Called after a fiber spawned another on its own worker: once the worker's queue holds more
+/// than [`SPAWN_BACKLOG`] fibers, the spawner yields to the back of the queue so the fibers it
+/// made run (and free their memory) before it makes more. A loop spawning a million short fibers
+/// then needs memory for a few hundred at a time, not a million (Go bounds its local run queue
+/// the same way, at 256). The yield never unwinds: `spawn` is not a cancellation point.
+pub(crate) fn spawn_backpressure() {
+    let Some(ctx) = current() else { return };
+    if ctx.local.borrow().queue.len() <= SPAWN_BACKLOG || !crate::fiber::in_fiber_stack() {
+        return;
+    }
+    crate::fiber::suspend(SUSPEND_YIELD);
+}
+
 impl WorkerContext {
     /// Queues a runnable fiber from this worker's thread (LIFO slot, or its home's inbox).
     pub(crate) fn schedule_local(&self, task: TaskRef) {
@@ -362,7 +383,9 @@ impl WorkerContext {
         let me = &shared.workers[self.index];
         CURRENT_TASK.with(|c| c.set(Some(NonNull::from(&*task))));
         me.busy.store(true, Relaxed);
-        me.tick.fetch_add(1, Relaxed);
+        // Only this worker writes its tick: a load and a store, no locked read-modify-write.
+        me.tick
+            .store(me.tick.load(Relaxed).wrapping_add(1), Relaxed);
         let outcome = loop {
             match fiber.resume() {
                 Resumed::Suspended(SUSPEND_PARK) => match header.state.finish_park() {
@@ -434,6 +457,24 @@ impl WorkerContext {
             }
             if !retry {
                 break;
+            }
+        }
+        None
+    }
+
+    /// Steals, and keeps looking for a short while before giving up (Go's spinning M): work
+    /// often appears within microseconds (a fiber woken by another worker, a spawn), and
+    /// parking and waking a thread costs two system calls and a few microseconds each.
+    fn search(&self) -> Option<TaskRef> {
+        for round in 0..SEARCH_ROUNDS {
+            if let Some(task) = self.steal() {
+                return Some(task);
+            }
+            if self.has_local_work() || self.shared.stopping() {
+                return None;
+            }
+            for _ in 0..(16 << round.min(4)) {
+                std::hint::spin_loop();
             }
         }
         None
@@ -525,7 +566,7 @@ impl WorkerContext {
                 || self.is_searching()
             {
                 self.set_searching(true);
-                if let Some(task) = self.steal() {
+                if let Some(task) = self.search() {
                     self.found_work();
                     self.run_task(task);
                     continue;
