@@ -13,6 +13,13 @@
 //! * **Without one** (a plain OS thread, socket never registered): `poll(2)` on the fd for the
 //!   interest, with the deadline, then the syscall again, in a loop.
 //!
+//! # What `Runtime::dump` shows
+//!
+//! Every public blocking call is `#[track_caller]` and passes a [`Site`] (what it is, e.g.
+//! `"TcpStream::read"`, and its caller's location). Only once the first attempt returned
+//! `WouldBlock` (or a connect is in progress), [`Socket::wait`] records the site on the calling
+//! fiber (`filament_runtime::fiber::waiting`) for the whole wait; a ready socket pays nothing.
+//!
 //! # Drop order
 //!
 //! `reg` is declared before `io`, so the registration (whose drop deregisters the fd) goes
@@ -20,6 +27,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::Location;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +46,31 @@ pub(crate) enum Timeout {
     Read,
     /// `SO_SNDTIMEO` (set by `set_write_timeout`).
     Write,
+}
+
+/// What a blocking call waits on and where its caller is, for `Runtime::dump`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Site {
+    what: &'static str,
+    at: &'static Location<'static>,
+}
+
+impl Site {
+    /// `what`, at the location of the caller of the `#[track_caller]` function that calls this
+    /// (propagated through directly called `#[track_caller]` functions, not through closures:
+    /// build it before entering one).
+    #[track_caller]
+    pub(crate) fn here(what: &'static str) -> Site {
+        Site {
+            what,
+            at: Location::caller(),
+        }
+    }
+
+    /// Records the wait on the calling fiber until the guard drops (nothing outside a fiber).
+    pub(crate) fn record(self) -> filament_runtime::fiber::WaitingGuard {
+        filament_runtime::fiber::waiting(self.what, self.at)
+    }
 }
 
 /// A registration and the fd it was made for; deregisters on drop.
@@ -94,11 +127,13 @@ impl<T: AsRawFd> Socket<T> {
     }
 
     /// Runs `op` on the socket until it does not return `WouldBlock`, waiting for `interest`
-    /// in between, bounded by the socket's `timeout` (then `TimedOut`). See the module docs.
+    /// in between, bounded by the socket's `timeout` (then `TimedOut`); a wait is recorded as
+    /// `site`. See the module docs.
     pub(crate) fn io<R>(
         &self,
         interest: Interest,
         timeout: Timeout,
+        site: Site,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
         match op(&self.io) {
@@ -111,17 +146,20 @@ impl<T: AsRawFd> Socket<T> {
             Timeout::Write => self.timeout(libc::SO_SNDTIMEO)?,
         };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.wait(interest, deadline, op)
+        self.wait(interest, deadline, site, op)
     }
 
     /// Like [`io`](Self::io) with an explicit deadline and without the first eager attempt's
-    /// special role (the registration path tries `op` first anyway).
+    /// special role (the registration path tries `op` first anyway). The caller is expected to
+    /// wait: `site` is recorded on the calling fiber for the whole call.
     pub(crate) fn wait<R>(
         &self,
         interest: Interest,
         deadline: Option<Instant>,
+        site: Site,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
+        let _recorded = site.record();
         if let Some(reg) = self.registration()? {
             return reg.do_io(interest, deadline, || op(&self.io));
         }
@@ -158,6 +196,51 @@ impl<T: AsRawFd> Socket<T> {
     pub(crate) fn set_timeout(&self, opt: libc::c_int, dur: Option<Duration>) -> io::Result<()> {
         sys::set_timeout(self.fd(), opt, dur)
     }
+}
+
+/// `Read::read_exact` with std's semantics (retry on `Interrupted`, `UnexpectedEof` when the
+/// stream ends early) over `read`; the stream types override the default so that their
+/// `#[track_caller]` location reaches the wait record.
+pub(crate) fn read_exact(
+    mut buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match read(buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "failed to fill whole buffer",
+                ))
+            }
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `Write::write_all` with std's semantics (retry on `Interrupted`, `WriteZero` when a write
+/// makes no progress) over `write`; see [`read_exact`].
+pub(crate) fn write_all(
+    mut buf: &[u8],
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write(buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "failed to write whole buffer",
+                ))
+            }
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Implements the fd traits and the std conversions for a socket type `$ty` whose field `s` is

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 
 use mio::Interest;
 
-use crate::socket::{dup, impl_fd_traits, Socket, Timeout};
+use crate::socket::{dup, impl_fd_traits, Site, Socket, Timeout};
 use crate::sys;
 use crate::TcpStream;
 
@@ -41,10 +41,15 @@ impl TcpListener {
     }
 
     /// Accepts a connection, parking until one arrives.
+    ///
+    /// A fiber parked here (or in [`incoming`](Self::incoming)'s `next`) shows in
+    /// `Runtime::dump` as waiting on `"TcpListener::accept"` at the caller's location.
+    #[track_caller]
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let site = Site::here("TcpListener::accept");
         let (s, addr) = self
             .s
-            .io(Interest::READABLE, Timeout::None, |l| l.accept())?;
+            .io(Interest::READABLE, Timeout::None, site, |l| l.accept())?;
         Ok((TcpStream::from_mio(s), addr))
     }
 
@@ -88,6 +93,7 @@ pub struct Incoming<'a> {
 impl Iterator for Incoming<'_> {
     type Item = io::Result<TcpStream>;
 
+    #[track_caller]
     fn next(&mut self) -> Option<io::Result<TcpStream>> {
         Some(self.listener.accept().map(|(s, _)| s))
     }

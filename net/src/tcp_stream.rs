@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::Interest;
 
-use crate::socket::{dup, impl_fd_traits, Socket, Timeout};
+use crate::socket::{dup, impl_fd_traits, read_exact, write_all, Site, Socket, Timeout};
 use crate::sys;
 
 /// A TCP connection, like [`std::net::TcpStream`], whose blocking calls park the calling fiber
@@ -39,12 +39,18 @@ impl fmt::Debug for TcpStream {
 impl TcpStream {
     /// Opens a connection to `addr`, trying each resolved address in turn like std (the last
     /// error is returned). Waits for the handshake by parking.
+    ///
+    /// A fiber parked here (or in [`connect_timeout`](Self::connect_timeout)) shows in
+    /// `Runtime::dump` as waiting on `"TcpStream::connect"` at the caller's location.
+    #[track_caller]
     pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
-        sys::each_addr(addr, |a| Self::connect_addr(a, None))
+        let site = Site::here(CONNECT);
+        sys::each_addr(addr, |a| Self::connect_addr(a, None, site))
     }
 
     /// Opens a connection to `addr`, failing with `TimedOut` after `timeout`. A zero timeout is
     /// `InvalidInput`, as in std.
+    #[track_caller]
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         if timeout.is_zero() {
             return Err(io::Error::new(
@@ -52,16 +58,24 @@ impl TcpStream {
                 "cannot set a 0 duration timeout",
             ));
         }
-        Self::connect_addr(addr, Instant::now().checked_add(timeout))
+        Self::connect_addr(
+            addr,
+            Instant::now().checked_add(timeout),
+            Site::here(CONNECT),
+        )
     }
 
-    fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
+    fn connect_addr(
+        addr: &SocketAddr,
+        deadline: Option<Instant>,
+        site: Site,
+    ) -> io::Result<TcpStream> {
         let stream = TcpStream {
             s: Socket::new(mio::net::TcpStream::connect(*addr)?),
         };
         // The connect is in progress; it has finished when the socket reports writable (or an
         // error). Then SO_ERROR holds the outcome, and a connected socket has a peer.
-        stream.s.wait(Interest::WRITABLE, deadline, |s| {
+        stream.s.wait(Interest::WRITABLE, deadline, site, |s| {
             if let Some(e) = s.take_error()? {
                 return Err(e);
             }
@@ -101,9 +115,14 @@ impl TcpStream {
     }
 
     /// Receives data without removing it from the queue, parking until some arrives.
+    ///
+    /// A fiber parked here shows in `Runtime::dump` as waiting on `"TcpStream::peek"` at the
+    /// caller's location.
+    #[track_caller]
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let site = Site::here("TcpStream::peek");
         self.s
-            .io(Interest::READABLE, Timeout::Read, |s| s.peek(buf))
+            .io(Interest::READABLE, Timeout::Read, site, |s| s.peek(buf))
     }
 
     /// Sets `TCP_NODELAY`.
@@ -153,29 +172,74 @@ impl TcpStream {
     }
 }
 
-impl Read for &TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl TcpStream {
+    /// One read, recording `site` if it waits.
+    fn read_at(&self, buf: &mut [u8], site: Site) -> io::Result<usize> {
         self.s
-            .io(Interest::READABLE, Timeout::Read, |mut s| s.read(buf))
+            .io(Interest::READABLE, Timeout::Read, site, |mut s| s.read(buf))
     }
 
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.s.io(Interest::READABLE, Timeout::Read, |mut s| {
-            s.read_vectored(bufs)
-        })
+    /// One write, recording `site` if it waits.
+    fn write_at(&self, buf: &[u8], site: Site) -> io::Result<usize> {
+        self.s
+            .io(Interest::WRITABLE, Timeout::Write, site, |mut s| {
+                s.write(buf)
+            })
     }
 }
 
-impl Write for &TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.s
-            .io(Interest::WRITABLE, Timeout::Write, |mut s| s.write(buf))
+/// The wait records of this type's blocking calls (see `Runtime::dump`).
+const CONNECT: &str = "TcpStream::connect";
+const READ: &str = "TcpStream::read";
+const WRITE: &str = "TcpStream::write";
+
+/// Blocking reads show in `Runtime::dump` as waiting on `"TcpStream::read"` at the caller's
+/// location (`read_exact` included; other provided methods report their own call of `read`).
+impl Read for &TcpStream {
+    #[track_caller]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_at(buf, Site::here(READ))
     }
 
+    #[track_caller]
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.s.io(
+            Interest::READABLE,
+            Timeout::Read,
+            Site::here(READ),
+            |mut s| s.read_vectored(bufs),
+        )
+    }
+
+    #[track_caller]
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let site = Site::here(READ);
+        read_exact(buf, |b| self.read_at(b, site))
+    }
+}
+
+/// Blocking writes show in `Runtime::dump` as waiting on `"TcpStream::write"` at the caller's
+/// location (`write_all` included).
+impl Write for &TcpStream {
+    #[track_caller]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_at(buf, Site::here(WRITE))
+    }
+
+    #[track_caller]
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.s.io(Interest::WRITABLE, Timeout::Write, |mut s| {
-            s.write_vectored(bufs)
-        })
+        self.s.io(
+            Interest::WRITABLE,
+            Timeout::Write,
+            Site::here(WRITE),
+            |mut s| s.write_vectored(bufs),
+        )
+    }
+
+    #[track_caller]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let site = Site::here(WRITE);
+        write_all(buf, |b| self.write_at(b, site))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -184,22 +248,36 @@ impl Write for &TcpStream {
 }
 
 impl Read for TcpStream {
+    #[track_caller]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
     }
 
+    #[track_caller]
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         (&*self).read_vectored(bufs)
+    }
+
+    #[track_caller]
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        (&*self).read_exact(buf)
     }
 }
 
 impl Write for TcpStream {
+    #[track_caller]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
     }
 
+    #[track_caller]
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         (&*self).write_vectored(bufs)
+    }
+
+    #[track_caller]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        (&*self).write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

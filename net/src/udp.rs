@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use mio::Interest;
 
-use crate::socket::{dup, impl_fd_traits, Socket, Timeout};
+use crate::socket::{dup, impl_fd_traits, Site, Socket, Timeout};
 use crate::sys;
 
 /// A UDP socket, like [`std::net::UdpSocket`], whose blocking calls park the calling fiber (or
 /// thread). Timeouts expire with [`io::ErrorKind::TimedOut`].
+///
+/// A fiber parked in a send or receive shows in `Runtime::dump` as waiting on
+/// `"UdpSocket::<method>"` (e.g. `"UdpSocket::recv_from"`) at the caller's location.
 pub struct UdpSocket {
     s: Socket<mio::net::UdpSocket>,
 }
@@ -41,25 +44,33 @@ impl UdpSocket {
 
     /// Sends `buf` to `addr` (the first resolved address, like std), parking while the send
     /// buffer is full.
+    #[track_caller]
     pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
+        let site = Site::here("UdpSocket::send_to");
         let target = addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to")
         })?;
-        self.s.io(Interest::WRITABLE, Timeout::Write, |s| {
+        self.s.io(Interest::WRITABLE, Timeout::Write, site, |s| {
             s.send_to(buf, target)
         })
     }
 
     /// Receives one datagram, parking until one arrives; returns its size and sender.
+    #[track_caller]
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.s
-            .io(Interest::READABLE, Timeout::Read, |s| s.recv_from(buf))
+        let site = Site::here("UdpSocket::recv_from");
+        self.s.io(Interest::READABLE, Timeout::Read, site, |s| {
+            s.recv_from(buf)
+        })
     }
 
     /// Like [`recv_from`](Self::recv_from) but leaves the datagram queued.
+    #[track_caller]
     pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.s
-            .io(Interest::READABLE, Timeout::Read, |s| s.peek_from(buf))
+        let site = Site::here("UdpSocket::peek_from");
+        self.s.io(Interest::READABLE, Timeout::Read, site, |s| {
+            s.peek_from(buf)
+        })
     }
 
     /// Sets the default destination and the only accepted source (each resolved address tried
@@ -69,21 +80,27 @@ impl UdpSocket {
     }
 
     /// Sends to the connected peer.
+    #[track_caller]
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        let site = Site::here("UdpSocket::send");
         self.s
-            .io(Interest::WRITABLE, Timeout::Write, |s| s.send(buf))
+            .io(Interest::WRITABLE, Timeout::Write, site, |s| s.send(buf))
     }
 
     /// Receives from the connected peer.
+    #[track_caller]
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let site = Site::here("UdpSocket::recv");
         self.s
-            .io(Interest::READABLE, Timeout::Read, |s| s.recv(buf))
+            .io(Interest::READABLE, Timeout::Read, site, |s| s.recv(buf))
     }
 
     /// Like [`recv`](Self::recv) but leaves the datagram queued.
+    #[track_caller]
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let site = Site::here("UdpSocket::peek");
         self.s
-            .io(Interest::READABLE, Timeout::Read, |s| s.peek(buf))
+            .io(Interest::READABLE, Timeout::Read, site, |s| s.peek(buf))
     }
 
     /// The local address.

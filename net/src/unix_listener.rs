@@ -8,7 +8,7 @@ use std::path::Path;
 
 use mio::Interest;
 
-use crate::socket::{dup, impl_fd_traits, Socket, Timeout};
+use crate::socket::{dup, impl_fd_traits, Site, Socket, Timeout};
 use crate::UnixStream;
 
 /// A Unix-domain listening socket, like [`std::os::unix::net::UnixListener`], whose `accept`
@@ -42,10 +42,15 @@ impl UnixListener {
     }
 
     /// Accepts a connection, parking until one arrives.
+    ///
+    /// A fiber parked here (or in [`incoming`](Self::incoming)'s `next`) shows in
+    /// `Runtime::dump` as waiting on `"UnixListener::accept"` at the caller's location.
+    #[track_caller]
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let site = Site::here("UnixListener::accept");
         let (s, addr) = self
             .s
-            .io(Interest::READABLE, Timeout::None, |l| l.accept())?;
+            .io(Interest::READABLE, Timeout::None, site, |l| l.accept())?;
         Ok((UnixStream::from_mio(s), addr))
     }
 
@@ -79,6 +84,7 @@ pub struct Incoming<'a> {
 impl Iterator for Incoming<'_> {
     type Item = io::Result<UnixStream>;
 
+    #[track_caller]
     fn next(&mut self) -> Option<io::Result<UnixStream>> {
         Some(self.listener.accept().map(|(s, _)| s))
     }

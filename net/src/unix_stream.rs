@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use filament_runtime::park;
 use mio::Interest;
 
-use crate::socket::{dup, impl_fd_traits, Socket, Timeout};
+use crate::socket::{dup, impl_fd_traits, read_exact, write_all, Site, Socket, Timeout};
 
 /// A Unix-domain stream socket, like [`std::os::unix::net::UnixStream`], whose blocking calls
 /// park the calling fiber (or thread). Timeouts expire with [`io::ErrorKind::TimedOut`].
@@ -43,13 +43,20 @@ impl UnixStream {
     /// listener's backlog is full, fails with `EAGAIN` and must be retried (there is no
     /// readiness to wait for): the caller then sleeps (parks) 1 ms, doubling up to 32 ms,
     /// between attempts.
+    ///
+    /// A fiber sleeping here shows in `Runtime::dump` as waiting on `"UnixStream::connect"`
+    /// at the caller's location.
+    #[track_caller]
     pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
+        let site = Site::here("UnixStream::connect");
         let path = path.as_ref();
         let mut pause = Duration::from_millis(1);
+        let mut recorded = None;
         loop {
             match mio::net::UnixStream::connect(path) {
                 Ok(s) => return Ok(UnixStream::from_mio(s)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    recorded.get_or_insert_with(|| site.record());
                     let until = Instant::now() + pause;
                     while !park::park_until(Some(until)) {}
                     pause = (pause * 2).min(Duration::from_millis(32));
@@ -115,29 +122,73 @@ impl UnixStream {
     }
 }
 
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl UnixStream {
+    /// One read, recording `site` if it waits.
+    fn read_at(&self, buf: &mut [u8], site: Site) -> io::Result<usize> {
         self.s
-            .io(Interest::READABLE, Timeout::Read, |mut s| s.read(buf))
+            .io(Interest::READABLE, Timeout::Read, site, |mut s| s.read(buf))
     }
 
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.s.io(Interest::READABLE, Timeout::Read, |mut s| {
-            s.read_vectored(bufs)
-        })
+    /// One write, recording `site` if it waits.
+    fn write_at(&self, buf: &[u8], site: Site) -> io::Result<usize> {
+        self.s
+            .io(Interest::WRITABLE, Timeout::Write, site, |mut s| {
+                s.write(buf)
+            })
     }
 }
 
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.s
-            .io(Interest::WRITABLE, Timeout::Write, |mut s| s.write(buf))
+/// The wait records of this type's blocking calls (see `Runtime::dump`).
+const READ: &str = "UnixStream::read";
+const WRITE: &str = "UnixStream::write";
+
+/// Blocking reads show in `Runtime::dump` as waiting on `"UnixStream::read"` at the caller's
+/// location (`read_exact` included; other provided methods report their own call of `read`).
+impl Read for &UnixStream {
+    #[track_caller]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_at(buf, Site::here(READ))
     }
 
+    #[track_caller]
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.s.io(
+            Interest::READABLE,
+            Timeout::Read,
+            Site::here(READ),
+            |mut s| s.read_vectored(bufs),
+        )
+    }
+
+    #[track_caller]
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let site = Site::here(READ);
+        read_exact(buf, |b| self.read_at(b, site))
+    }
+}
+
+/// Blocking writes show in `Runtime::dump` as waiting on `"UnixStream::write"` at the caller's
+/// location (`write_all` included).
+impl Write for &UnixStream {
+    #[track_caller]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_at(buf, Site::here(WRITE))
+    }
+
+    #[track_caller]
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.s.io(Interest::WRITABLE, Timeout::Write, |mut s| {
-            s.write_vectored(bufs)
-        })
+        self.s.io(
+            Interest::WRITABLE,
+            Timeout::Write,
+            Site::here(WRITE),
+            |mut s| s.write_vectored(bufs),
+        )
+    }
+
+    #[track_caller]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let site = Site::here(WRITE);
+        write_all(buf, |b| self.write_at(b, site))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -146,22 +197,36 @@ impl Write for &UnixStream {
 }
 
 impl Read for UnixStream {
+    #[track_caller]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
     }
 
+    #[track_caller]
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         (&*self).read_vectored(bufs)
+    }
+
+    #[track_caller]
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        (&*self).read_exact(buf)
     }
 }
 
 impl Write for UnixStream {
+    #[track_caller]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
     }
 
+    #[track_caller]
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         (&*self).write_vectored(bufs)
+    }
+
+    #[track_caller]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        (&*self).write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

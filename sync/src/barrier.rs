@@ -17,7 +17,7 @@ use std::ptr;
 
 use filament_runtime::loom::Mutex as ListLock;
 
-use crate::waiter::{Context, Kind, Node, WaitList, Wakeups};
+use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
 
 /// A reusable barrier for `n` fibers or threads.
 ///
@@ -70,6 +70,10 @@ impl Barrier {
     }
 
     /// Waits until all `n` participants have called `wait`.
+    ///
+    /// A fiber parked here shows in `Runtime::dump` as waiting on `"Barrier::wait"` at the
+    /// caller's location.
+    #[track_caller]
     pub fn wait(&self) -> BarrierWaitResult {
         let ctx = Context::new();
         let node = Node::new();
@@ -96,7 +100,7 @@ impl Barrier {
             ctx: &ctx,
             node: &node,
         };
-        let sel = ctx.wait(None);
+        let sel = ctx.wait(None, Site::here("Barrier::wait"));
         std::mem::forget(guard);
         debug_assert!(sel.is_some());
         BarrierWaitResult(false)

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use filament_runtime::loom::Mutex as ListLock;
 
 use crate::mutex::{Mutex, MutexGuard};
-use crate::waiter::{Context, Kind, Node, WaitList, Wakeups};
+use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
 
 /// A condition variable used with [`Mutex`]; works from fibers and OS threads.
 ///
@@ -69,34 +69,43 @@ impl Condvar {
     }
 
     /// Releases the lock, waits for a notification, re-acquires the lock. May wake spuriously.
+    ///
+    /// A fiber parked here (or in the re-acquire) shows in `Runtime::dump` as waiting on
+    /// `"Condvar::wait"` at the caller's location; so do the other `wait_*` methods.
+    #[track_caller]
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        self.wait_until_internal(guard, None).0
+        self.wait_until_internal(guard, None, Site::here(WHAT)).0
     }
 
     /// Waits until `condition` returns false (it is checked first, under the lock).
+    #[track_caller]
     pub fn wait_while<'a, T: ?Sized>(
         &self,
         mut guard: MutexGuard<'a, T>,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> MutexGuard<'a, T> {
+        let site = Site::here(WHAT);
         while condition(&mut *guard) {
-            guard = self.wait(guard);
+            guard = self.wait_until_internal(guard, None, site).0;
         }
         guard
     }
 
     /// Like [`wait`](Condvar::wait), giving up after `timeout`.
+    #[track_caller]
     pub fn wait_timeout<'a, T: ?Sized>(
         &self,
         guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
-        let (g, timed_out) = self.wait_until_internal(guard, deadline_after(timeout));
+        let (g, timed_out) =
+            self.wait_until_internal(guard, deadline_after(timeout), Site::here(WHAT));
         (g, WaitTimeoutResult(timed_out))
     }
 
     /// Like [`wait_while`](Condvar::wait_while), giving up after `timeout`. The result says
     /// whether it timed out with the condition still true.
+    #[track_caller]
     pub fn wait_timeout_while<'a, T: ?Sized>(
         &self,
         mut guard: MutexGuard<'a, T>,
@@ -104,8 +113,9 @@ impl Condvar {
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
         let deadline = deadline_after(timeout);
+        let site = Site::here(WHAT);
         while condition(&mut *guard) {
-            let (g, timed_out) = self.wait_until_internal(guard, deadline);
+            let (g, timed_out) = self.wait_until_internal(guard, deadline, site);
             guard = g;
             if timed_out {
                 let still = condition(&mut *guard);
@@ -119,6 +129,7 @@ impl Condvar {
         &self,
         guard: MutexGuard<'a, T>,
         deadline: Option<Instant>,
+        site: Site,
     ) -> (MutexGuard<'a, T>, bool) {
         let mutex: &'a Mutex<T> = MutexGuard::mutex(&guard);
         let ctx = Context::new();
@@ -137,7 +148,7 @@ impl Condvar {
             node: &node,
         };
         drop(guard);
-        let selected = ctx.wait(deadline);
+        let selected = ctx.wait(deadline, site);
         std::mem::forget(wait_guard);
         let timed_out = selected.is_none();
         if timed_out {
@@ -146,7 +157,7 @@ impl Condvar {
             // SAFETY: our node, only ever linked in this list.
             unsafe { list.remove(&node) };
         }
-        (mutex.lock(), timed_out)
+        (mutex.lock_at(site), timed_out)
     }
 
     /// Wakes one waiter, if any.
@@ -171,6 +182,9 @@ impl Condvar {
         wakes.wake();
     }
 }
+
+/// The wait record of every `Condvar` wait (see `Runtime::dump`).
+const WHAT: &str = "Condvar::wait";
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     // A timeout too large to represent means "no deadline".

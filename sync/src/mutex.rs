@@ -42,7 +42,7 @@ use std::ptr;
 
 use filament_runtime::loom::{AtomicUsize, Mutex as ListLock, Ordering::*, UnsafeCell};
 
-use crate::waiter::{Context, Kind, Node, WaitList};
+use crate::waiter::{Context, Kind, Node, Site, WaitList};
 
 const LOCKED: usize = 1;
 const HAS_WAITERS: usize = 2;
@@ -107,13 +107,29 @@ impl<T> Mutex<T> {
 
 impl<T: ?Sized> Mutex<T> {
     /// Acquires the lock, parking the fiber (or blocking the thread) until it is free.
+    ///
+    /// A fiber parked here shows in `Runtime::dump` as waiting on `"Mutex::lock"` at the
+    /// caller's location.
+    #[track_caller]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         if self
             .state
             .compare_exchange(0, LOCKED, Acquire, Relaxed)
             .is_err()
         {
-            self.lock_slow();
+            self.lock_slow(Site::here("Mutex::lock"));
+        }
+        self.guard()
+    }
+
+    /// [`lock`](Self::lock), recording `site` if it parks (for `Condvar`'s re-acquire).
+    pub(crate) fn lock_at(&self, site: Site) -> MutexGuard<'_, T> {
+        if self
+            .state
+            .compare_exchange(0, LOCKED, Acquire, Relaxed)
+            .is_err()
+        {
+            self.lock_slow(site);
         }
         self.guard()
     }
@@ -170,7 +186,7 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     #[cold]
-    fn lock_slow(&self) {
+    fn lock_slow(&self, site: Site) {
         if spin(|| self.try_acquire()) {
             return;
         }
@@ -221,7 +237,7 @@ impl<T: ?Sized> Mutex<T> {
                 ctx: &ctx,
                 node: &node,
             };
-            let selected = ctx.wait(None);
+            let selected = ctx.wait(None, site);
             std::mem::forget(guard);
             match selected.map(|s| s.kind) {
                 Some(Kind::Handoff) => {

@@ -42,7 +42,7 @@ use std::ptr;
 use filament_runtime::loom::{AtomicUsize, Mutex as ListLock, Ordering::*, UnsafeCell};
 
 use crate::mutex::spin;
-use crate::waiter::{Context, Kind, Node, WaitList, Wakeups};
+use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
 
 const WRITER: usize = 1;
 const WRITERS_WAITING: usize = 2;
@@ -116,9 +116,13 @@ impl<T> RwLock<T> {
 
 impl<T: ?Sized> RwLock<T> {
     /// Acquires shared access, waiting while a writer holds or waits for the lock.
+    ///
+    /// A fiber parked here shows in `Runtime::dump` as waiting on `"RwLock::read"` at the
+    /// caller's location.
+    #[track_caller]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         if !self.try_read_fast() && !spin(|| self.try_read_fast()) {
-            self.read_slow();
+            self.read_slow(Site::here("RwLock::read"));
         }
         RwLockReadGuard {
             lock: self,
@@ -135,9 +139,13 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// Acquires exclusive access.
+    ///
+    /// A fiber parked here shows in `Runtime::dump` as waiting on `"RwLock::write"` at the
+    /// caller's location.
+    #[track_caller]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         if !self.try_write_fast() && !spin(|| self.try_write_fast()) {
-            self.write_slow();
+            self.write_slow(Site::here("RwLock::write"));
         }
         RwLockWriteGuard {
             lock: self,
@@ -180,7 +188,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     #[cold]
-    fn read_slow(&self) {
+    fn read_slow(&self, site: Site) {
         let ctx = Context::new();
         let node = Node::new();
         loop {
@@ -216,7 +224,7 @@ impl<T: ?Sized> RwLock<T> {
                 node: &node,
                 writer: false,
             };
-            let sel = ctx.wait(None);
+            let sel = ctx.wait(None, site);
             std::mem::forget(guard);
             debug_assert_eq!(sel.map(|s| s.kind), Some(Kind::Handoff));
             // The releaser added our READER before handing over.
@@ -225,7 +233,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     #[cold]
-    fn write_slow(&self) {
+    fn write_slow(&self, site: Site) {
         let ctx = Context::new();
         let node = Node::new();
         loop {
@@ -265,7 +273,7 @@ impl<T: ?Sized> RwLock<T> {
                 node: &node,
                 writer: true,
             };
-            let sel = ctx.wait(None);
+            let sel = ctx.wait(None, site);
             std::mem::forget(guard);
             debug_assert_eq!(sel.map(|s| s.kind), Some(Kind::Handoff));
             // WRITER was set on our behalf.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use filament_runtime::loom::{AtomicUsize, Mutex as ListLock, Ordering::*};
 
-use crate::waiter::{Context, Kind, Node, WaitList, Wakeups};
+use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
 
 const HAS_WAITERS: usize = 1;
 const PERMIT: usize = 2;
@@ -77,9 +77,13 @@ impl Semaphore {
     }
 
     /// Waits for a permit.
+    ///
+    /// A fiber parked here (or in [`acquire_timeout`](Self::acquire_timeout)) shows in
+    /// `Runtime::dump` as waiting on `"Semaphore::acquire"` at the caller's location.
+    #[track_caller]
     pub fn acquire(&self) -> SemaphorePermit<'_> {
         if !self.try_take() {
-            let ok = self.acquire_slow(None);
+            let ok = self.acquire_slow(None, Site::here("Semaphore::acquire"));
             debug_assert!(ok);
         }
         SemaphorePermit { sem: self }
@@ -92,12 +96,13 @@ impl Semaphore {
     }
 
     /// Waits for a permit for at most `timeout`.
+    #[track_caller]
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
         if self.try_take() {
             return Some(SemaphorePermit { sem: self });
         }
         let deadline = Instant::now().checked_add(timeout);
-        self.acquire_slow(deadline)
+        self.acquire_slow(deadline, Site::here("Semaphore::acquire"))
             .then(|| SemaphorePermit { sem: self })
     }
 
@@ -164,7 +169,7 @@ impl Semaphore {
 
     /// Returns true once a permit is ours, false on timeout.
     #[cold]
-    fn acquire_slow(&self, deadline: Option<Instant>) -> bool {
+    fn acquire_slow(&self, deadline: Option<Instant>, site: Site) -> bool {
         let ctx = Context::new();
         let node = Node::new();
         loop {
@@ -198,7 +203,7 @@ impl Semaphore {
                 ctx: &ctx,
                 node: &node,
             };
-            let selected = ctx.wait(deadline);
+            let selected = ctx.wait(deadline, site);
             std::mem::forget(guard);
             return match selected {
                 Some(_) => true, // a permit was handed to us

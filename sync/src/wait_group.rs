@@ -22,7 +22,7 @@ use std::ptr;
 
 use filament_runtime::loom::{Arc, AtomicUsize, Mutex as ListLock, Ordering::*};
 
-use crate::waiter::{Context, Kind, Node, WaitList, Wakeups};
+use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
 
 /// Waits for a collection of tasks to finish (Go's `sync.WaitGroup`). Clones share one counter.
 ///
@@ -98,6 +98,10 @@ impl WaitGroup {
     }
 
     /// Waits until the counter is zero.
+    ///
+    /// A fiber parked here shows in `Runtime::dump` as waiting on `"WaitGroup::wait"` at the
+    /// caller's location.
+    #[track_caller]
     pub fn wait(&self) {
         if self.inner.count.load(Acquire) == 0 {
             return;
@@ -119,7 +123,7 @@ impl WaitGroup {
             ctx: &ctx,
             node: &node,
         };
-        let _ = ctx.wait(None);
+        let _ = ctx.wait(None, Site::here("WaitGroup::wait"));
         std::mem::forget(guard);
     }
 }

@@ -44,6 +44,7 @@
 //! unpark came first, and the owner re-reads the state (Acquire) after every return.
 
 use std::marker::PhantomPinned;
+use std::panic::Location;
 use std::ptr;
 use std::time::Instant;
 
@@ -54,6 +55,55 @@ const WAITING: usize = 0;
 const ABORTED: usize = 1;
 const BUSY: usize = 2;
 const SELECTED_BASE: usize = 3;
+
+/// What a blocking call waits on and where its caller is, for `Runtime::dump`. Public blocking
+/// methods are `#[track_caller]` and build it once (cheap: two pointers); [`Context::wait`]
+/// records it on the calling fiber only right before it really parks, so fast paths and waits
+/// resolved before the first park pay nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Site {
+    what: &'static str,
+    at: &'static Location<'static>,
+}
+
+impl Site {
+    /// `what`, at the location of the caller of the `#[track_caller]` function that calls this
+    /// (propagated through every directly called `#[track_caller]` function; not through
+    /// closures).
+    #[track_caller]
+    pub(crate) fn here(what: &'static str) -> Site {
+        Site {
+            what,
+            at: Location::caller(),
+        }
+    }
+
+    /// Records the wait on the calling fiber until the returned guard drops (see
+    /// `filament_runtime::fiber::waiting`). Nothing outside a fiber, and nothing under loom
+    /// (whose runtime has no fibers).
+    pub(crate) fn record(self) -> Recorded {
+        #[cfg(not(loom))]
+        {
+            Recorded {
+                _guard: filament_runtime::fiber::waiting(self.what, self.at),
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = (self.what, self.at);
+            Recorded { _guard: () }
+        }
+    }
+}
+
+/// Clears the wait record of [`Site::record`] when dropped.
+#[must_use = "the wait record is cleared when this drops"]
+pub(crate) struct Recorded {
+    #[cfg(not(loom))]
+    _guard: filament_runtime::fiber::WaitingGuard,
+    #[cfg(loom)]
+    _guard: (),
+}
 
 /// How a waker resolved a waiter (the `k` of the SELECTED state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +200,17 @@ impl Context {
 
     /// Parks until the context is selected (`Some`) or, with a deadline, until the deadline passed
     /// and the owner aborted (`None`). Unwinds if the calling fiber is cancelled; callers keep a
-    /// drop guard that unlinks their nodes.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<Selected> {
+    /// drop guard that unlinks their nodes. While parked, the fiber's wait record (for
+    /// `Runtime::dump`) is `site`; it is set only once the wait really parks.
+    pub(crate) fn wait(&self, deadline: Option<Instant>, site: Site) -> Option<Selected> {
+        let mut recorded: Option<Recorded> = None;
         loop {
             let s = self.state.load(Acquire);
             if s >= SELECTED_BASE {
                 return Some(Selected::decode(s));
+            }
+            if recorded.is_none() {
+                recorded = Some(site.record());
             }
             if s == BUSY {
                 // The claimer unparks us right after storing SELECTED.

@@ -50,7 +50,7 @@ use std::time::Instant;
 use filament_runtime::loom::{Mutex as ListLock, MutexGuard, UnsafeCell};
 
 use super::error::{RecvTimeoutError, SendTimeoutError};
-use crate::waiter::{Context, Kind, Node, Registration, WaitList, Wakeups};
+use crate::waiter::{Context, Kind, Node, Registration, Site, WaitList, Wakeups};
 
 /// A value slot on a waiter's stack; the packet of an offer points at one.
 pub(crate) type Slot<T> = UnsafeCell<Option<T>>;
@@ -203,11 +203,12 @@ impl<T> Chan<T> {
         }
     }
 
-    /// Blocking send (until `deadline`, if any).
+    /// Blocking send (until `deadline`, if any); a park is recorded as `site`.
     pub(crate) fn send(
         &self,
         msg: T,
         deadline: Option<Instant>,
+        site: Site,
     ) -> Result<(), SendTimeoutError<T>> {
         let ctx = Context::new();
         let node = Node::new();
@@ -240,7 +241,7 @@ impl<T> Chan<T> {
             node: &node,
             recv_slot: None,
         };
-        let sel = ctx.wait(deadline);
+        let sel = ctx.wait(deadline, site);
         std::mem::forget(guard);
         // SAFETY (all slot accesses below): the wait resolved (selected or aborted+unlinked),
         // so nobody else touches the slot any more; the Acquire in `wait` orders the claimer's
@@ -259,8 +260,12 @@ impl<T> Chan<T> {
         }
     }
 
-    /// Blocking receive (until `deadline`, if any).
-    pub(crate) fn recv(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+    /// Blocking receive (until `deadline`, if any); a park is recorded as `site`.
+    pub(crate) fn recv(
+        &self,
+        deadline: Option<Instant>,
+        site: Site,
+    ) -> Result<T, RecvTimeoutError> {
         let ctx = Context::new();
         let node = Node::new();
         let slot: Slot<T> = UnsafeCell::new(None);
@@ -285,7 +290,7 @@ impl<T> Chan<T> {
             node: &node,
             recv_slot: Some(&slot),
         };
-        let sel = ctx.wait(deadline);
+        let sel = ctx.wait(deadline, site);
         std::mem::forget(guard);
         match sel.map(|s| s.kind) {
             // SAFETY: resolved wait, as in `send`.

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use filament_runtime::loom::Arc;
 
 use self::chan::Chan;
-use crate::waiter::Wakeups;
+use crate::waiter::{Site, Wakeups};
 
 pub use self::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -84,11 +84,19 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// The wait records of blocked channel operations (see `Runtime::dump`).
+const SEND: &str = "channel send";
+const RECV: &str = "channel recv";
+
 impl<T> Sender<T> {
     /// Sends `msg`, waiting for room (or, for a rendezvous, for a receiver to take it).
+    ///
+    /// A fiber parked here (or in the other blocking sends) shows in `Runtime::dump` as
+    /// waiting on `"channel send"` at the caller's location.
+    #[track_caller]
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
         self.chan
-            .send(msg, None)
+            .send(msg, None, Site::here(SEND))
             .map_err(|e| SendError(e.into_inner()))
     }
 
@@ -108,13 +116,16 @@ impl<T> Sender<T> {
     }
 
     /// Sends `msg`, waiting at most `timeout`.
+    #[track_caller]
     pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.chan.send(msg, deadline_after(timeout))
+        self.chan
+            .send(msg, deadline_after(timeout), Site::here(SEND))
     }
 
     /// Sends `msg`, waiting until `deadline` at the latest.
+    #[track_caller]
     pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
-        self.chan.send(msg, Some(deadline))
+        self.chan.send(msg, Some(deadline), Site::here(SEND))
     }
 
     /// Number of buffered values.
@@ -154,8 +165,14 @@ impl<T> Sender<T> {
 
 impl<T> Receiver<T> {
     /// Receives a value, waiting for one. Fails once the channel is empty and disconnected.
+    ///
+    /// A fiber parked here (or in the other blocking receives and the blocking iterators)
+    /// shows in `Runtime::dump` as waiting on `"channel recv"` at the caller's location.
+    #[track_caller]
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.chan.recv(None).map_err(|_| RecvError)
+        self.chan
+            .recv(None, Site::here(RECV))
+            .map_err(|_| RecvError)
     }
 
     /// Receives a value if one is available without waiting.
@@ -174,13 +191,15 @@ impl<T> Receiver<T> {
     }
 
     /// Receives a value, waiting at most `timeout`.
+    #[track_caller]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.chan.recv(deadline_after(timeout))
+        self.chan.recv(deadline_after(timeout), Site::here(RECV))
     }
 
     /// Receives a value, waiting until `deadline` at the latest.
+    #[track_caller]
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        self.chan.recv(Some(deadline))
+        self.chan.recv(Some(deadline), Site::here(RECV))
     }
 
     /// A blocking iterator that ends when the channel is empty and disconnected.
@@ -280,6 +299,7 @@ pub struct IntoIter<T> {
 
 impl<T> Iterator for Iter<'_, T> {
     type Item = T;
+    #[track_caller]
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }
@@ -294,6 +314,7 @@ impl<T> Iterator for TryIter<'_, T> {
 
 impl<T> Iterator for IntoIter<T> {
     type Item = T;
+    #[track_caller]
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }

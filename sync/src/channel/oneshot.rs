@@ -8,6 +8,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{bounded, Receiver, RecvError, RecvTimeoutError, SendError, Sender, TryRecvError};
+use crate::waiter::Site;
+
+/// The wait record of a blocked `recv` (see `Runtime::dump`).
+const RECV: &str = "oneshot recv";
 
 /// Creates a one-shot channel.
 ///
@@ -48,8 +52,15 @@ impl<T> OneshotSender<T> {
 
 impl<T> OneshotReceiver<T> {
     /// Waits for the value. Fails if the sender was dropped without sending.
+    ///
+    /// A fiber parked here (or in the timed receives) shows in `Runtime::dump` as waiting on
+    /// `"oneshot recv"` at the caller's location.
+    #[track_caller]
     pub fn recv(self) -> Result<T, RecvError> {
-        self.rx.recv()
+        self.rx
+            .chan()
+            .recv(None, Site::here(RECV))
+            .map_err(|_| RecvError)
     }
 
     /// Takes the value if it has arrived.
@@ -58,13 +69,17 @@ impl<T> OneshotReceiver<T> {
     }
 
     /// Waits for the value for at most `timeout`.
+    #[track_caller]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.rx.recv_timeout(timeout)
+        self.rx
+            .chan()
+            .recv(Instant::now().checked_add(timeout), Site::here(RECV))
     }
 
     /// Waits for the value until `deadline` at the latest.
+    #[track_caller]
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        self.rx.recv_deadline(deadline)
+        self.rx.chan().recv(Some(deadline), Site::here(RECV))
     }
 }
 

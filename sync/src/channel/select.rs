@@ -41,7 +41,7 @@ use filament_runtime::park::{park, park_until};
 
 use super::chan::Slot;
 use super::{Receiver, RecvError, SendError, Sender};
-use crate::waiter::{Context, Kind, Node, Wakeups};
+use crate::waiter::{Context, Kind, Node, Site, Wakeups};
 
 /// What the select engine needs from an arm.
 trait ArmOps {
@@ -272,8 +272,12 @@ pub struct Select<'a> {
 
 enum Mode {
     Try,
-    Block(Option<Instant>),
+    /// Block until the deadline, if any; a park is recorded as the site.
+    Block(Option<Instant>, Site),
 }
+
+/// The wait record of a blocked select (see `Runtime::dump`).
+const WHAT: &str = "select";
 
 impl<'a> Select<'a> {
     /// An empty select.
@@ -315,8 +319,14 @@ impl<'a> Select<'a> {
     }
 
     /// Blocks until one arm completes; returns its index.
+    ///
+    /// A fiber parked here (or in the timed selects, or in [`select!`](crate::select)) shows in
+    /// `Runtime::dump` as waiting on `"select"` at the caller's location (for `select!`, the
+    /// macro's invocation).
+    #[track_caller]
     pub fn select(&mut self) -> usize {
-        self.run(Mode::Block(None)).expect("no deadline")
+        self.run(Mode::Block(None, Site::here(WHAT)))
+            .expect("no deadline")
     }
 
     /// Completes an arm that is ready now, if any.
@@ -325,13 +335,18 @@ impl<'a> Select<'a> {
     }
 
     /// Like [`select`](Select::select), giving up after `timeout`.
+    #[track_caller]
     pub fn select_timeout(&mut self, timeout: Duration) -> Option<usize> {
-        self.run(Mode::Block(Instant::now().checked_add(timeout)))
+        self.run(Mode::Block(
+            Instant::now().checked_add(timeout),
+            Site::here(WHAT),
+        ))
     }
 
     /// Like [`select`](Select::select), giving up at `deadline`.
+    #[track_caller]
     pub fn select_deadline(&mut self, deadline: Instant) -> Option<usize> {
-        self.run(Mode::Block(Some(deadline)))
+        self.run(Mode::Block(Some(deadline), Site::here(WHAT)))
     }
 
     fn done(&self, i: usize) -> Option<usize> {
@@ -344,16 +359,19 @@ impl<'a> Select<'a> {
         if n == 0 {
             return match mode {
                 Mode::Try => None,
-                Mode::Block(deadline) => loop {
-                    match deadline {
-                        None => park(),
-                        Some(_) => {
-                            if park_until(deadline) {
-                                break None;
+                Mode::Block(deadline, site) => {
+                    let _recorded = site.record();
+                    loop {
+                        match deadline {
+                            None => park(),
+                            Some(_) => {
+                                if park_until(deadline) {
+                                    break None;
+                                }
                             }
                         }
                     }
-                },
+                }
             };
         }
         let ctx = Context::new();
@@ -371,9 +389,9 @@ impl<'a> Select<'a> {
                     return self.done(i);
                 }
             }
-            let deadline = match mode {
+            let (deadline, site) = match mode {
                 Mode::Try => return None,
-                Mode::Block(d) => d,
+                Mode::Block(d, site) => (d, site),
             };
 
             ctx.reset();
@@ -398,7 +416,7 @@ impl<'a> Select<'a> {
             let selected = if ready || !ctx.is_waiting() {
                 ctx.try_abort().err()
             } else {
-                ctx.wait(deadline)
+                ctx.wait(deadline, site)
             };
             let count = guard.count;
             std::mem::forget(guard);
