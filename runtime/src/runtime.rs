@@ -19,7 +19,7 @@ use std::time::Duration;
 use crossbeam_deque::Injector;
 
 use crate::fiber::JoinHandle;
-use crate::loom::{AtomicBool, AtomicU64, Mutex, Ordering::*};
+use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::reactor::Reactor;
 use crate::sched::idle::{Idle, WorkerParker};
 use crate::sched::monitor::{run_monitor, spawn_worker_thread};
@@ -156,6 +156,7 @@ impl RuntimeBuilder {
             registry: Registry::new(),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
+            slots_used: AtomicUsize::new(workers),
             shutdown: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),

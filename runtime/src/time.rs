@@ -1,58 +1,50 @@
 //! Timers: deadlines of parked fibers (`sleep`, `park_until`, socket and lock timeouts).
 //!
-//! One min-heap per runtime under a short lock. An entry is `(deadline, sequence, task,
-//! generation)`; when it fires, the task is woken only if it is still in the *same* park
-//! (`TaskState::timer_fire` compares the generation), so an entry whose park already ended is
-//! harmless: it is dropped when its deadline passes (lazy deletion — no search on every wake).
-//! Pushing reuses the heap's storage, so a sleep allocates nothing in steady state.
+//! Deadlines are rounded **up** to the next millisecond tick (a sleep never ends early, and ends
+//! at most 1 ms late, like tokio's timer) and kept in one bucket per tick: an ordered map from
+//! tick to the entries due then, per runtime, under a short lock. Thousands of fibers sleeping
+//! "1 ms" at about the same time share a handful of buckets, so adding is a map lookup plus a
+//! vector push and firing takes a whole bucket at once, instead of a heap sift (with a cache
+//! miss per level) per timer. Emptied bucket vectors are kept for reuse, so a sleep allocates
+//! nothing in steady state.
 //!
-//! Who fires timers: the worker blocked in the reactor's poll uses the earliest deadline as its
-//! timeout and fires what is due when it wakes; busy workers check the cached earliest deadline
-//! (one atomic load) between fibers; the monitor fires overdue timers when no worker does. When a
-//! new deadline is earlier than the one the poller sleeps towards, the adder wakes the reactor.
+//! An entry is `(task, generation)`; when it fires, the task is woken only if it is still in the
+//! *same* park (`TaskState::timer_fire` compares the generation), so an entry whose park already
+//! ended is harmless: it is dropped when its tick passes (lazy deletion — no search on wake).
+//!
+//! Who fires timers: the worker blocked in the reactor's poll uses the earliest tick as its
+//! timeout and fires what is due when it wakes; busy workers check the cached earliest tick (one
+//! atomic load) between fibers; the monitor fires overdue timers when no worker does. When a new
+//! deadline is earlier than the one the poller sleeps towards, the adder wakes the reactor.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::loom::{AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::sched::TaskRef;
 
 const NONE: u64 = u64::MAX;
+/// Nanoseconds per tick.
+const TICK_NS: u64 = 1_000_000;
 
 struct Entry {
-    deadline: Instant,
-    seq: u64,
     task: TaskRef,
     generation: usize,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.deadline == other.deadline && self.seq == other.seq
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest deadline on top.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        other
-            .deadline
-            .cmp(&self.deadline)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
+#[derive(Default)]
+struct Wheel {
+    /// Tick → entries due at that tick.
+    buckets: BTreeMap<u64, Vec<Entry>>,
+    /// Empty vectors kept for reuse.
+    spare: Vec<Vec<Entry>>,
 }
 
-/// The timer heap of one runtime.
+/// The timers of one runtime.
 pub(crate) struct Timers {
     epoch: Instant,
-    heap: Mutex<(BinaryHeap<Entry>, u64)>,
-    /// Earliest deadline in the heap, in ns since `epoch` (`NONE` when empty).
+    wheel: Mutex<Wheel>,
+    /// Earliest tick in the map, as ns since `epoch` (`NONE` when empty).
     earliest: AtomicU64,
     /// Deadline the poller currently sleeps towards, in ns since `epoch` (`NONE`: forever/none).
     poller_deadline: AtomicU64,
@@ -63,7 +55,7 @@ impl Timers {
     pub(crate) fn new() -> Self {
         Timers {
             epoch: Instant::now(),
-            heap: Mutex::new((BinaryHeap::new(), 0)),
+            wheel: Mutex::new(Wheel::default()),
             earliest: AtomicU64::new(NONE),
             poller_deadline: AtomicU64::new(NONE),
             pending: AtomicUsize::new(0),
@@ -83,17 +75,19 @@ impl Timers {
     /// Adds a timer; returns true if the poller must be woken to honour it (it sleeps towards a
     /// later deadline).
     pub(crate) fn add(&self, deadline: Instant, task: TaskRef, generation: usize) -> bool {
-        let nanos = self.to_nanos(deadline);
+        let tick = self.to_nanos(deadline).div_ceil(TICK_NS);
+        let nanos = tick.saturating_mul(TICK_NS);
         {
-            let mut guard = self.heap.lock();
-            let (heap, seq) = &mut *guard;
-            *seq += 1;
-            heap.push(Entry {
-                deadline,
-                seq: *seq,
-                task,
-                generation,
-            });
+            let mut guard = self.wheel.lock();
+            let wheel = &mut *guard;
+            let bucket = match wheel.buckets.get_mut(&tick) {
+                Some(bucket) => bucket,
+                None => {
+                    let empty = wheel.spare.pop().unwrap_or_default();
+                    wheel.buckets.entry(tick).or_insert(empty)
+                }
+            };
+            bucket.push(Entry { task, generation });
             if nanos < self.earliest.load(Relaxed) {
                 self.earliest.store(nanos, Release);
             }
@@ -102,36 +96,45 @@ impl Timers {
         nanos < self.poller_deadline.load(Acquire)
     }
 
-    /// Pops one due timer whose park is still in progress (its task is now SCHEDULED), skipping
-    /// stale ones.
-    pub(crate) fn pop_due(&self, now: Instant) -> Option<TaskRef> {
+    /// Moves every due timer whose park is still in progress into `out` (their tasks are now
+    /// SCHEDULED and must be queued), dropping stale ones. Returns how many entries it removed.
+    pub(crate) fn take_due(&self, now: Instant, out: &mut Vec<TaskRef>) -> usize {
         let now_nanos = self.to_nanos(now);
         if self.earliest.load(Acquire) > now_nanos {
-            return None;
+            return 0;
         }
-        let mut guard = self.heap.lock();
-        let (heap, _) = &mut *guard;
-        while let Some(top) = heap.peek() {
-            if top.deadline > now {
+        let now_tick = now_nanos / TICK_NS;
+        let mut removed = 0;
+        let mut guard = self.wheel.lock();
+        let wheel = &mut *guard;
+        while let Some(entry) = wheel.buckets.first_entry() {
+            if *entry.key() > now_tick {
                 break;
             }
-            let entry = heap.pop().expect("peeked");
-            self.pending.fetch_sub(1, Relaxed);
-            if entry.task.header.state.timer_fire(entry.generation) {
-                self.update_earliest(heap);
-                return Some(entry.task);
+            let mut bucket = entry.remove();
+            removed += bucket.len();
+            out.extend(
+                bucket
+                    .drain(..)
+                    .filter(|e| e.task.header.state.timer_fire(e.generation))
+                    .map(|e| e.task),
+            );
+            if wheel.spare.len() < 64 {
+                wheel.spare.push(bucket);
             }
         }
-        self.update_earliest(heap);
-        None
-    }
-
-    fn update_earliest(&self, heap: &BinaryHeap<Entry>) {
-        let next = heap.peek().map_or(NONE, |e| self.to_nanos(e.deadline));
+        let next = wheel
+            .buckets
+            .keys()
+            .next()
+            .map_or(NONE, |&t| t.saturating_mul(TICK_NS));
         self.earliest.store(next, Release);
+        drop(guard);
+        self.pending.fetch_sub(removed, Relaxed);
+        removed
     }
 
-    /// The earliest pending deadline.
+    /// The earliest pending deadline (a tick boundary).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self.earliest.load(Acquire) {
             NONE => None,
@@ -156,8 +159,8 @@ impl Timers {
 
     /// Drops every entry (shutdown: breaks task → runtime reference cycles).
     pub(crate) fn clear(&self) {
-        let mut guard = self.heap.lock();
-        guard.0.clear();
+        let mut guard = self.wheel.lock();
+        guard.buckets.clear();
         self.earliest.store(NONE, Release);
         self.pending.store(0, Relaxed);
     }

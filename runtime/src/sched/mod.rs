@@ -79,7 +79,7 @@ use std::time::Instant;
 
 use crossbeam_deque::Injector;
 
-use crate::loom::{AtomicBool, AtomicU64, Ordering::*};
+use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use crate::reactor::Reactor;
 use crate::time::Timers;
 
@@ -119,6 +119,9 @@ pub(crate) struct Shared {
     pub(crate) registry: registry::Registry,
     pub(crate) counters: Counters,
     pub(crate) next_id: AtomicU64,
+    /// One past the highest worker slot that has ever run (spare slots above it were never
+    /// used: searching workers do not look at them).
+    pub(crate) slots_used: AtomicUsize,
     /// Set by `Runtime::drop` once no fiber is live: the workers and the monitor exit.
     pub(crate) stop: AtomicBool,
     /// Set when the runtime starts shutting down: new fibers are cancelled before they run.
@@ -155,15 +158,37 @@ impl Shared {
 
     /// True when some queue other than the pinned ones holds work.
     pub(crate) fn has_stealable_work(&self) -> bool {
-        !self.injector.is_empty() || self.workers.iter().any(|w| !w.stealer.is_empty())
+        let used = self.slots_used.load(SeqCst);
+        !self.injector.is_empty() || self.workers[..used].iter().any(|w| !w.stealer.is_empty())
     }
 
     /// Fires the timers that are due, queueing their fibers. Returns how many fired.
+    ///
+    /// Thousands of timers often expire together (every fiber slept 1 ms). Fibers pinned to
+    /// another worker go to its inbox, and each such worker is woken once for the whole batch,
+    /// not once per fiber (each wake may cost a futex or eventfd system call).
     pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) -> usize {
-        let mut fired = 0;
-        while let Some(task) = self.timers.pop_due(now) {
-            fired += 1;
-            self.schedule(task);
+        let here = worker::current()
+            .filter(|ctx| Arc::ptr_eq(&ctx.shared, self))
+            .map(|ctx| ctx.index);
+        let mut due = Vec::new();
+        self.timers.take_due(now, &mut due);
+        let fired = due.len();
+        let mut to_wake: Vec<usize> = Vec::new();
+        for task in due {
+            let home = task.header.home.load(Acquire);
+            let remote_pinned = home != task::NO_HOME && !self.config.migrate && Some(home) != here;
+            if remote_pinned {
+                self.workers[home].inbox.push(task);
+                if !to_wake.contains(&home) {
+                    to_wake.push(home);
+                }
+            } else {
+                self.schedule(task);
+            }
+        }
+        for home in to_wake {
+            self.wake_worker(home);
         }
         fired
     }

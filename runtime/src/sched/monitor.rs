@@ -46,6 +46,7 @@ pub(crate) fn start_spare(shared: &Arc<Shared>) -> bool {
             .compare_exchange(SLOT_UNUSED, SLOT_RUNNING, SeqCst, SeqCst)
             .is_ok()
         {
+            shared.slots_used.fetch_max(index + 1, SeqCst);
             if spawn_worker_thread(shared, index).is_err() {
                 slot.status.store(SLOT_UNUSED, SeqCst);
                 return false;

@@ -292,8 +292,12 @@ impl WorkerContext {
                 return Some(t);
             }
         }
-        while let Steal::Success(t) = me.inbox.steal() {
-            local.pinned.push_back(t);
+        while !me.inbox.is_empty() {
+            match me.inbox.steal() {
+                Steal::Success(t) => local.pinned.push_back(t),
+                Steal::Empty => break,
+                Steal::Retry => {}
+            }
         }
         if local.lifo.is_some() {
             if local.lifo_streak < LIFO_STREAK {
@@ -319,13 +323,14 @@ impl WorkerContext {
         if let Some(t) = local.pinned.pop_front() {
             return Some(t);
         }
-        loop {
+        while !shared.injector.is_empty() {
             match shared.injector.steal_batch_and_pop(&local.queue) {
                 Steal::Success(t) => return Some(t),
                 Steal::Empty => return None,
                 Steal::Retry => {}
             }
         }
+        None
     }
 
     /// Periodic duties of a busy worker: due timers, and a non-blocking look at the reactor
@@ -426,13 +431,15 @@ impl WorkerContext {
     fn steal(&self) -> Option<TaskRef> {
         let shared = &self.shared;
         let mut local = self.local.borrow_mut();
-        let n = shared.workers.len();
+        let n = shared.slots_used.load(Acquire).max(1);
         for _ in 0..2 {
             let mut retry = false;
-            match shared.injector.steal_batch_and_pop(&local.queue) {
-                Steal::Success(t) => return Some(t),
-                Steal::Retry => retry = true,
-                Steal::Empty => {}
+            if !shared.injector.is_empty() {
+                match shared.injector.steal_batch_and_pop(&local.queue) {
+                    Steal::Success(t) => return Some(t),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
             }
             local.rng ^= local.rng << 13;
             local.rng ^= local.rng >> 7;
@@ -440,7 +447,9 @@ impl WorkerContext {
             let start = (local.rng % n as u64) as usize;
             for i in 0..n {
                 let victim = (start + i) % n;
-                if victim == self.index {
+                // Most slots are unused spare slots: an emptiness check is two loads, while a
+                // steal attempt pins crossbeam's epoch.
+                if victim == self.index || shared.workers[victim].stealer.is_empty() {
                     continue;
                 }
                 match shared.workers[victim]
