@@ -159,6 +159,13 @@ impl WorkerParker {
 }
 
 #[cfg(not(loom))]
+thread_local! {
+    /// The runtime whose wakes are being batched on this thread, and the workers to wake.
+    static DEFERRED_WAKES: std::cell::RefCell<Option<(*const Shared, Vec<usize>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(not(loom))]
 impl Shared {
     /// New stealable work exists: wake a parked worker unless someone is searching already.
     /// The caller has pushed the work before calling (see the module docs of `sched`).
@@ -168,8 +175,49 @@ impl Shared {
         }
     }
 
-    /// Wakes worker `index` whether it waits on its condvar or in the reactor.
+    /// Wakes worker `index` whether it waits on its condvar or in the reactor. Inside
+    /// [`Shared::with_deferred_wakes`] on this runtime, the wake is recorded and done once at
+    /// the end of the batch (the work is already queued, so a later wake loses nothing).
     pub(crate) fn wake_worker(&self, index: usize) {
+        let deferred = DEFERRED_WAKES.with(|d| {
+            let mut d = d.borrow_mut();
+            match d.as_mut() {
+                Some((shared, list)) if std::ptr::eq(*shared, self) => {
+                    if !list.contains(&index) {
+                        list.push(index);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        });
+        if !deferred {
+            self.wake_now(index);
+        }
+    }
+
+    /// Runs `f` (a reactor poll that may unpark many fibers pinned to other workers) and then
+    /// wakes each worker it queued work for once, instead of once per fiber.
+    pub(crate) fn with_deferred_wakes<R>(&self, f: impl FnOnce() -> R) -> R {
+        let outer =
+            DEFERRED_WAKES.with(|d| d.borrow_mut().replace((self as *const Shared, Vec::new())));
+        struct Flush<'a>(&'a Shared, Option<(*const Shared, Vec<usize>)>);
+        impl Drop for Flush<'_> {
+            fn drop(&mut self) {
+                let batch =
+                    DEFERRED_WAKES.with(|d| std::mem::replace(&mut *d.borrow_mut(), self.1.take()));
+                if let Some((_, list)) = batch {
+                    for index in list {
+                        self.0.wake_now(index);
+                    }
+                }
+            }
+        }
+        let _flush = Flush(self, outer);
+        f()
+    }
+
+    fn wake_now(&self, index: usize) {
         self.workers[index].parker.unpark();
         fence(SeqCst);
         if self.idle.poller.load(SeqCst) == index + 1 {
@@ -211,7 +259,7 @@ impl Shared {
                             .is_some_and(|d| deadline.is_none_or(|ours| d < ours))
                 };
                 // An error from epoll (EINTR is retried by mio) leaves the worker to re-check.
-                let _ = self.reactor.poll_unless(timeout, woken);
+                let _ = self.with_deferred_wakes(|| self.reactor.poll_unless(timeout, woken));
                 self.timers.set_poller_deadline(None);
             }
             self.idle.poller.store(0, SeqCst);

@@ -164,31 +164,14 @@ impl Shared {
 
     /// Fires the timers that are due, queueing their fibers. Returns how many fired.
     ///
-    /// Thousands of timers often expire together (every fiber slept 1 ms). Fibers pinned to
-    /// another worker go to its inbox, and each such worker is woken once for the whole batch,
-    /// not once per fiber (each wake may cost a futex or eventfd system call).
+    /// Thousands of timers often expire together (every fiber slept 1 ms): the batch wakes each
+    /// worker it queued pinned fibers for once, not once per fiber (`with_deferred_wakes`).
     pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) -> usize {
-        let here = worker::current()
-            .filter(|ctx| Arc::ptr_eq(&ctx.shared, self))
-            .map(|ctx| ctx.index);
         let mut due = Vec::new();
         self.timers.take_due(now, &mut due);
         let fired = due.len();
-        let mut to_wake: Vec<usize> = Vec::new();
-        for task in due {
-            let home = task.header.home.load(Acquire);
-            let remote_pinned = home != task::NO_HOME && !self.config.migrate && Some(home) != here;
-            if remote_pinned {
-                self.workers[home].inbox.push(task);
-                if !to_wake.contains(&home) {
-                    to_wake.push(home);
-                }
-            } else {
-                self.schedule(task);
-            }
-        }
-        for home in to_wake {
-            self.wake_worker(home);
+        if fired > 0 {
+            self.with_deferred_wakes(|| due.into_iter().for_each(|task| self.schedule(task)));
         }
         fired
     }

@@ -80,7 +80,7 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             if shared.timers.is_due(now) {
                 shared.fire_timers(now);
             }
-            let _ = shared.reactor.poll(Some(Duration::ZERO));
+            let _ = shared.with_deferred_wakes(|| shared.reactor.poll(Some(Duration::ZERO)));
         }
         // Stuck workers.
         let work_waiting = shared.has_stealable_work();

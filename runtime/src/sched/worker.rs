@@ -339,7 +339,7 @@ impl WorkerContext {
         let shared = &self.shared;
         shared.fire_timers(Instant::now());
         if shared.idle.poller.load(Relaxed) == 0 {
-            let _ = shared.reactor.poll(Some(Duration::ZERO));
+            let _ = shared.with_deferred_wakes(|| shared.reactor.poll(Some(Duration::ZERO)));
         }
     }
 
