@@ -27,7 +27,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic::Location;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,30 +47,9 @@ pub(crate) enum Timeout {
     Write,
 }
 
-/// What a blocking call waits on and where its caller is, for `Runtime::dump`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Site {
-    what: &'static str,
-    at: &'static Location<'static>,
-}
-
-impl Site {
-    /// `what`, at the location of the caller of the `#[track_caller]` function that calls this
-    /// (propagated through directly called `#[track_caller]` functions, not through closures:
-    /// build it before entering one).
-    #[track_caller]
-    pub(crate) fn here(what: &'static str) -> Site {
-        Site {
-            what,
-            at: Location::caller(),
-        }
-    }
-
-    /// Records the wait on the calling fiber until the guard drops (nothing outside a fiber).
-    pub(crate) fn record(self) -> filament_runtime::fiber::WaitingGuard {
-        filament_runtime::fiber::waiting(self.what, self.at)
-    }
-}
+/// What a blocking call waits on and where its caller is, for `Runtime::dump` (built by the
+/// public `#[track_caller]` methods, recorded only once a call would block).
+pub(crate) use filament_runtime::park::WaitSite as Site;
 
 /// A registration and the fd it was made for; deregisters on drop.
 #[derive(Debug)]

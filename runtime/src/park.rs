@@ -145,3 +145,51 @@ fn park_thread(deadline: Option<Instant>) -> bool {
         }
     }
 }
+
+/// What a blocking call waits on (`"Mutex::lock"`, `"TcpStream::read"`, ...) and where its caller
+/// is, for [`Runtime::dump`](crate::Runtime::dump). Blocking calls are `#[track_caller]`, build
+/// one at their entry ([`WaitSite::here`]: two pointers, no work) and [`record`](WaitSite::record)
+/// it only on the path that really parks, so fast paths pay nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitSite {
+    what: &'static str,
+    at: &'static std::panic::Location<'static>,
+}
+
+impl WaitSite {
+    /// `what`, at the location of the caller of the `#[track_caller]` function that calls this
+    /// (propagated through directly called `#[track_caller]` functions, not through closures:
+    /// build it before entering one).
+    #[track_caller]
+    pub fn here(what: &'static str) -> WaitSite {
+        WaitSite {
+            what,
+            at: std::panic::Location::caller(),
+        }
+    }
+
+    /// Records the wait on the calling fiber until the returned guard drops. Nothing outside a
+    /// fiber, and nothing under loom (whose runtime has no fibers).
+    pub fn record(self) -> WaitRecord {
+        #[cfg(not(loom))]
+        {
+            WaitRecord {
+                _guard: crate::fiber::waiting(self.what, self.at),
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = (self.what, self.at);
+            WaitRecord { _guard: () }
+        }
+    }
+}
+
+/// Clears the wait record of [`WaitSite::record`] when dropped.
+#[must_use = "the wait record is cleared when this drops"]
+pub struct WaitRecord {
+    #[cfg(not(loom))]
+    _guard: crate::fiber::WaitingGuard,
+    #[cfg(loom)]
+    _guard: (),
+}

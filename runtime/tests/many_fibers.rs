@@ -13,12 +13,8 @@ const FIBERS: usize = 200_000;
 /// 16 KiB, the minimum; unoptimised builds have frames several times larger, so they get 32 KiB.
 const STACK: usize = if cfg!(debug_assertions) { 32 } else { 16 } * 1024;
 
-fn map_count() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("/proc/self/maps is readable")
-        .lines()
-        .count()
-}
+mod support;
+use support::map_count;
 
 #[test]
 fn two_hundred_thousand_fibers_suspended_at_once() {

@@ -12,12 +12,8 @@ use filament_runtime::stack::{self, round_stack_size, Stack, MIN_STACK_SIZE};
 
 const STACKS: usize = 200_000;
 
-fn map_count() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("/proc/self/maps is readable")
-        .lines()
-        .count()
-}
+mod support;
+use support::map_count;
 
 #[test]
 fn two_hundred_thousand_stacks_fit_in_a_few_mappings() {

@@ -44,7 +44,6 @@
 //! unpark came first, and the owner re-reads the state (Acquire) after every return.
 
 use std::marker::PhantomPinned;
-use std::panic::Location;
 use std::ptr;
 use std::time::Instant;
 
@@ -56,54 +55,10 @@ const ABORTED: usize = 1;
 const BUSY: usize = 2;
 const SELECTED_BASE: usize = 3;
 
-/// What a blocking call waits on and where its caller is, for `Runtime::dump`. Public blocking
-/// methods are `#[track_caller]` and build it once (cheap: two pointers); [`Context::wait`]
-/// records it on the calling fiber only right before it really parks, so fast paths and waits
-/// resolved before the first park pay nothing.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Site {
-    what: &'static str,
-    at: &'static Location<'static>,
-}
-
-impl Site {
-    /// `what`, at the location of the caller of the `#[track_caller]` function that calls this
-    /// (propagated through every directly called `#[track_caller]` function; not through
-    /// closures).
-    #[track_caller]
-    pub(crate) fn here(what: &'static str) -> Site {
-        Site {
-            what,
-            at: Location::caller(),
-        }
-    }
-
-    /// Records the wait on the calling fiber until the returned guard drops (see
-    /// `filament_runtime::fiber::waiting`). Nothing outside a fiber, and nothing under loom
-    /// (whose runtime has no fibers).
-    pub(crate) fn record(self) -> Recorded {
-        #[cfg(not(loom))]
-        {
-            Recorded {
-                _guard: filament_runtime::fiber::waiting(self.what, self.at),
-            }
-        }
-        #[cfg(loom)]
-        {
-            let _ = (self.what, self.at);
-            Recorded { _guard: () }
-        }
-    }
-}
-
-/// Clears the wait record of [`Site::record`] when dropped.
-#[must_use = "the wait record is cleared when this drops"]
-pub(crate) struct Recorded {
-    #[cfg(not(loom))]
-    _guard: filament_runtime::fiber::WaitingGuard,
-    #[cfg(loom)]
-    _guard: (),
-}
+// What a blocking call waits on and where (for `Runtime::dump`): public blocking methods are
+// `#[track_caller]` and build a `Site` once (two pointers); `Context::wait` records it on the
+// calling fiber only right before it really parks, so fast paths pay nothing.
+pub(crate) use filament_runtime::park::{WaitRecord as Recorded, WaitSite as Site};
 
 /// How a waker resolved a waiter (the `k` of the SELECTED state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
