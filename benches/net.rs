@@ -28,7 +28,6 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -42,29 +41,8 @@ const FIXED_RUN: Duration = Duration::from_secs(3);
 /// The client gives up (panics with the connection states) after this long without any event.
 const STALL: Duration = Duration::from_secs(10);
 
-/// One filament runtime and one tokio runtime per process, both with one worker per core.
-struct Runtimes {
-    filament: filament::Runtime,
-    tokio: tokio::runtime::Runtime,
-}
-
-fn runtimes() -> &'static Runtimes {
-    static RUNTIMES: OnceLock<Runtimes> = OnceLock::new();
-    RUNTIMES.get_or_init(|| {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Runtimes {
-            filament: filament::Runtime::builder()
-                .workers(workers)
-                .build()
-                .expect("filament runtime"),
-            tokio: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .expect("tokio runtime"),
-        }
-    })
-}
+mod common;
+use common::runtimes;
 
 // ---------------------------------------------------------------------------------------------
 // The servers

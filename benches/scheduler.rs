@@ -23,7 +23,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -38,29 +38,8 @@ const SLEEP_FIBERS: u64 = 10_000;
 const SLEEPS_PER_FIBER: u64 = 10;
 const SLEEP_FOR: Duration = Duration::from_millis(1);
 
-/// One filament runtime and one tokio runtime per process, both with one worker per core.
-struct Runtimes {
-    filament: filament::Runtime,
-    tokio: tokio::runtime::Runtime,
-}
-
-fn runtimes() -> &'static Runtimes {
-    static RUNTIMES: OnceLock<Runtimes> = OnceLock::new();
-    RUNTIMES.get_or_init(|| {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Runtimes {
-            filament: filament::Runtime::builder()
-                .workers(workers)
-                .build()
-                .expect("filament runtime"),
-            tokio: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .expect("tokio runtime"),
-        }
-    })
-}
+mod common;
+use common::runtimes;
 
 /// A line of `/proc/self/status` (e.g. `VmHWM`) in KiB.
 fn proc_status_kib(field: &str) -> Option<u64> {

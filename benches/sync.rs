@@ -20,7 +20,7 @@
 //!   measured by fiber 0 itself (`iter_custom`), and the final count is checked. Time per
 //!   iteration in ms / 100 = ns per hop.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -33,29 +33,8 @@ const ROUND_TRIPS: u64 = 1_000_000;
 const RING: usize = 10_000;
 const TIMED_ROUNDS: u64 = 10;
 
-/// One filament runtime and one tokio runtime per process, both with one worker per core.
-struct Runtimes {
-    filament: filament::Runtime,
-    tokio: tokio::runtime::Runtime,
-}
-
-fn runtimes() -> &'static Runtimes {
-    static RUNTIMES: OnceLock<Runtimes> = OnceLock::new();
-    RUNTIMES.get_or_init(|| {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Runtimes {
-            filament: filament::Runtime::builder()
-                .workers(workers)
-                .build()
-                .expect("filament runtime"),
-            tokio: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .expect("tokio runtime"),
-        }
-    })
-}
+mod common;
+use common::runtimes;
 
 fn mutex(c: &mut Criterion) {
     let rts = runtimes();
