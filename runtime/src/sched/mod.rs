@@ -96,7 +96,9 @@ pub(crate) struct Config {
     pub(crate) name: Arc<str>,
 }
 
-/// Counters behind `Runtime::metrics`.
+/// Counters behind `Runtime::metrics`. Each worker has its own set on its own cache line, so
+/// counting a spawn, a park or a finish never makes two workers fight over one line; threads
+/// outside the pool use the runtime's set. `Runtime::metrics` sums them.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) spawned: AtomicU64,
@@ -154,6 +156,26 @@ impl Shared {
             self.injector.push(task);
             self.notify_work();
         }
+    }
+
+    /// The counters the calling thread bumps: its worker's own, or the runtime's shared set.
+    pub(crate) fn counters_here(&self) -> &Counters {
+        match worker::current() {
+            Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.shared), self) => {
+                &self.workers[ctx.index].counters
+            }
+            _ => &self.counters,
+        }
+    }
+
+    /// A counter summed over the shared set and every worker slot that ever ran.
+    pub(crate) fn count(&self, which: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        let used = self.slots_used.load(Relaxed);
+        let workers: u64 = self.workers[..used]
+            .iter()
+            .map(|w| which(&w.counters).load(Relaxed))
+            .sum();
+        workers + which(&self.counters).load(Relaxed)
     }
 
     /// True when some queue other than the pinned ones holds work.

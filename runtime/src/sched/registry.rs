@@ -8,7 +8,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{AtomicUsize, Mutex, Ordering::*};
+use crate::loom::{Mutex, Ordering::*};
 
 use super::TaskRef;
 
@@ -20,10 +20,15 @@ struct Slab {
     free: Vec<usize>,
 }
 
+impl Slab {
+    fn live(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+}
+
 /// Live fibers, sharded.
 pub(crate) struct Registry {
     shards: Box<[CachePadded<Mutex<Slab>>]>,
-    live: AtomicUsize,
 }
 
 impl Registry {
@@ -32,7 +37,6 @@ impl Registry {
             shards: (0..SHARDS)
                 .map(|_| CachePadded::new(Mutex::new(Slab::default())))
                 .collect(),
-            live: AtomicUsize::new(0),
         }
     }
 
@@ -50,12 +54,10 @@ impl Registry {
             }
         };
         task.header.registry_slot.store(slot, Relaxed);
-        drop(slab);
-        self.live.fetch_add(1, SeqCst);
     }
 
-    /// Removes a finished fiber; returns the number of fibers still live.
-    pub(crate) fn remove(&self, task: &TaskRef) -> usize {
+    /// Removes a finished fiber. (The reference it held is dropped after the lock.)
+    pub(crate) fn remove(&self, task: &TaskRef) {
         let shard = &self.shards[task.header.id as usize % SHARDS];
         let slot = task.header.registry_slot.load(Relaxed);
         let removed = {
@@ -66,14 +68,12 @@ impl Registry {
             }
             removed
         };
-        match removed {
-            Some(_) => self.live.fetch_sub(1, SeqCst) - 1,
-            None => self.live.load(SeqCst),
-        }
+        drop(removed);
     }
 
+    /// Live fibers: a sum over the shards (no shared counter on the spawn path).
     pub(crate) fn live(&self) -> usize {
-        self.live.load(SeqCst)
+        self.shards.iter().map(|s| s.lock().live()).sum()
     }
 
     /// A snapshot of every live fiber.

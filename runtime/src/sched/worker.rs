@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_utils::CachePadded;
 
 use crate::fiber::{RawFiber, Resumed};
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
@@ -60,6 +61,8 @@ pub(crate) struct WorkerShared {
     pub(crate) busy: AtomicBool,
     /// Live fibers that started on this worker (a spare may exit only when it has none).
     pub(crate) homed: AtomicUsize,
+    /// Counters bumped by this worker's thread (see `Shared::counters_here`).
+    pub(crate) counters: CachePadded<super::Counters>,
 }
 
 impl WorkerShared {
@@ -74,6 +77,7 @@ impl WorkerShared {
             tick: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             homed: AtomicUsize::new(0),
+            counters: CachePadded::new(super::Counters::default()),
         }
     }
 }
@@ -151,7 +155,11 @@ pub(crate) fn current_fiber_ref() -> Option<FiberRef> {
 /// Wakes a fiber (sets its token; queues it if it was parked).
 pub(crate) fn unpark_fiber(fiber: &FiberRef) {
     let task = &fiber.0;
-    task.header.shared.counters.unparks.fetch_add(1, Relaxed);
+    task.header
+        .shared
+        .counters_here()
+        .unparks
+        .fetch_add(1, Relaxed);
     if task.header.state.unpark() {
         task.header.shared.schedule(task.clone());
     }
@@ -215,7 +223,11 @@ pub(crate) fn park_fiber(deadline: Option<Instant>) -> bool {
             shared.reactor.wake();
         }
     }
-    task.header.shared.counters.parks.fetch_add(1, Relaxed);
+    task.header
+        .shared
+        .counters_here()
+        .parks
+        .fetch_add(1, Relaxed);
     crate::fiber::suspend(SUSPEND_PARK);
     // Resumed, possibly on another thread: `task` is the same object (the heap), but every
     // thread-local is re-read through the accessors.
@@ -424,7 +436,10 @@ impl WorkerContext {
     fn finish(&self, task: &TaskRef) {
         task.header.state.finish();
         task.header.join.complete();
-        self.shared.counters.finished.fetch_add(1, Relaxed);
+        self.shared.workers[self.index]
+            .counters
+            .finished
+            .fetch_add(1, Relaxed);
         self.shared.registry.remove(task);
     }
 
@@ -457,7 +472,10 @@ impl WorkerContext {
                     .steal_batch_and_pop(&local.queue)
                 {
                     Steal::Success(t) => {
-                        shared.counters.steals.fetch_add(1, Relaxed);
+                        shared.workers[self.index]
+                            .counters
+                            .steals
+                            .fetch_add(1, Relaxed);
                         return Some(t);
                     }
                     Steal::Retry => retry = true,
@@ -535,7 +553,10 @@ impl WorkerContext {
             || shared.stopping();
         let mut timed_out_idle = false;
         if !recheck {
-            shared.counters.worker_parks.fetch_add(1, Relaxed);
+            shared.workers[self.index]
+                .counters
+                .worker_parks
+                .fetch_add(1, Relaxed);
             let spare_idle = self.is_spare().then_some(SPARE_IDLE);
             shared.block_worker(self.index, spare_idle);
             timed_out_idle = self.is_spare() && now.elapsed() >= SPARE_IDLE;
