@@ -589,11 +589,14 @@ impl WorkerContext {
             if self.shared.fire_timers(Instant::now()) > 0 {
                 continue;
             }
-            if self
-                .shared
-                .idle
-                .try_start_searching(self.shared.active_workers())
-                || self.is_searching()
+            // Already searching (e.g. woken by a notifier, which counted us) must be checked
+            // first: counting ourselves a second time would leave the searching count stuck
+            // above zero, and `notify_work` would then never wake a parked worker again.
+            if self.is_searching()
+                || self
+                    .shared
+                    .idle
+                    .try_start_searching(self.shared.active_workers())
             {
                 self.set_searching(true);
                 if let Some(task) = self.search() {
