@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 mod socket;
+mod stream_io;
 mod sys;
 mod tcp_listener;
 mod tcp_stream;
