@@ -106,6 +106,7 @@ pub fn in_fiber() -> bool {
 
 /// Blocks until the token is set (then clears it). May return spuriously; see the module docs.
 /// Unwinds the calling fiber if it has been cancelled.
+#[inline]
 pub fn park() {
     park_until(None);
 }
@@ -113,6 +114,7 @@ pub fn park() {
 /// Like [`park`], but returns no later than about `deadline` (when `Some`). Returns `true` if the
 /// deadline had passed when it returned, `false` if it returned because of a token (or
 /// spuriously). Callers re-check their condition either way.
+#[inline]
 pub fn park_until(deadline: Option<Instant>) -> bool {
     #[cfg(not(loom))]
     if crate::sched::in_fiber() {

@@ -82,6 +82,10 @@ pub fn current() -> Fiber {
 
 /// Lets the other runnable fibers of this worker run; the caller goes to the back of the queue.
 /// Outside a fiber, yields the OS thread.
+///
+/// Inlined (with the switch inside it) so that the fiber, once resumed, continues in its caller
+/// without executing a `ret` whose return-stack prediction the switch has invalidated.
+#[inline]
 pub fn yield_now() {
     if crate::sched::in_fiber() {
         worker::yield_fiber();

@@ -200,6 +200,7 @@ impl Shared {
 }
 
 /// Is the caller a fiber of some runtime? (Its own `#[inline(never)]` accessor: see worker.)
+#[inline]
 pub(crate) fn in_fiber() -> bool {
     worker::current_task().is_some() && crate::fiber::in_fiber_stack()
 }

@@ -93,6 +93,7 @@ impl TaskState {
     }
 
     /// True once `cancel` was requested.
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Acquire) & CANCELLED != 0
     }
@@ -120,6 +121,7 @@ impl TaskState {
     }
 
     /// Consumes the park token; true if it was set.
+    #[inline]
     pub fn take_token(&self) -> bool {
         if self.0.load(Relaxed) & NOTIFIED == 0 {
             return false;

@@ -167,9 +167,17 @@ pub(crate) fn unpark_fiber(fiber: &FiberRef) {
 
 /// Unwinds the current fiber if it was cancelled (once: destructors that block while unwinding
 /// then block normally).
+#[inline]
 fn check_cancelled(task: &Task<dyn Body>) {
-    if task.header.state.is_cancelled()
-        && !task.header.cancel_shield.load(Relaxed)
+    if task.header.state.is_cancelled() {
+        deliver_cancel(task);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn deliver_cancel(task: &Task<dyn Body>) {
+    if !task.header.cancel_shield.load(Relaxed)
         && !thread::panicking()
         && !task.header.cancel_delivered.swap(true, Relaxed)
     {
@@ -199,6 +207,7 @@ impl Drop for CancelShield {
     }
 }
 
+#[inline]
 fn running_task() -> &'static Task<dyn Body> {
     let ptr = current_task().expect("called from a filament fiber");
     // SAFETY: the running task is kept alive by its worker for the whole run, which outlasts
@@ -207,15 +216,35 @@ fn running_task() -> &'static Task<dyn Body> {
 }
 
 /// Parks the running fiber (see `crate::park`). Returns true if `deadline` passed.
+///
+/// Inlined, with the switch, into its caller (and `park`/`park_until` into theirs): after a
+/// switch the CPU's return-stack predictor is out of step, so every `ret` into a frame older
+/// than the switch mispredicts; the fewer such frames, the cheaper a park (see `yield_fiber`).
+#[inline]
 pub(crate) fn park_fiber(deadline: Option<Instant>) -> bool {
     let task = running_task();
+    if let Some(early) = prepare_park(task, deadline) {
+        return early;
+    }
+    crate::fiber::suspend(SUSPEND_PARK);
+    // Resumed, possibly on another thread: `task` is the same object (the heap), but every
+    // thread-local is re-read through the accessors.
+    check_cancelled(task);
+    task.header.state.take_token();
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// The part of a park before the switch: cancellation, a pending token, an expired deadline
+/// (`Some(result)`: do not switch), else the timer. Out of line: it returns before the switch.
+#[inline(never)]
+fn prepare_park(task: &Task<dyn Body>, deadline: Option<Instant>) -> Option<bool> {
     check_cancelled(task);
     if task.header.state.take_token() {
-        return false;
+        return Some(false);
     }
     if let Some(d) = deadline {
         if d <= Instant::now() {
-            return true;
+            return Some(true);
         }
         let shared = &task.header.shared;
         let me = current_task_ref().expect("running task");
@@ -228,15 +257,11 @@ pub(crate) fn park_fiber(deadline: Option<Instant>) -> bool {
         .counters_here()
         .parks
         .fetch_add(1, Relaxed);
-    crate::fiber::suspend(SUSPEND_PARK);
-    // Resumed, possibly on another thread: `task` is the same object (the heap), but every
-    // thread-local is re-read through the accessors.
-    check_cancelled(task);
-    task.header.state.take_token();
-    deadline.is_some_and(|d| Instant::now() >= d)
+    None
 }
 
 /// Yields the running fiber to the back of the queue.
+#[inline]
 pub(crate) fn yield_fiber() {
     let task = running_task();
     check_cancelled(task);
