@@ -24,9 +24,10 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::panic::Location;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use crate::fiber::FiberId;
+use crate::loom::{AtomicI32, Mutex, Ordering::SeqCst};
 use crate::sched::state::Lifecycle;
 use crate::sched::Shared;
 
@@ -211,12 +212,9 @@ pub(crate) fn register_signal(shared: &Arc<Shared>, signal: libc::c_int) -> io::
             PIPE.get().expect("set above")
         }
     };
-    HANDLER_FD.store(write_end, std::sync::atomic::Ordering::SeqCst);
-    TARGETS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(Arc::downgrade(shared));
-    let mut signals = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
+    HANDLER_FD.store(write_end, SeqCst);
+    TARGETS.lock().push(Arc::downgrade(shared));
+    let mut signals = SIGNALS.lock();
     if !signals.contains(&signal) {
         // SAFETY: a zeroed sigaction is a valid starting point; we set the handler, an empty
         // mask and SA_RESTART, and the handler only does async-signal-safe work (`write`).
@@ -235,10 +233,10 @@ pub(crate) fn register_signal(shared: &Arc<Shared>, signal: libc::c_int) -> io::
 }
 
 /// The pipe's write end, for the signal handler (which must not touch a lock or a `OnceLock`).
-static HANDLER_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+static HANDLER_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(signal: libc::c_int) {
-    let fd = HANDLER_FD.load(std::sync::atomic::Ordering::SeqCst);
+    let fd = HANDLER_FD.load(SeqCst);
     if fd >= 0 {
         let byte = signal as u8;
         // SAFETY: `write` is async-signal-safe; `byte` lives for the call. A full pipe (a
@@ -263,7 +261,7 @@ fn dump_thread(read_end: libc::c_int) {
             return;
         }
         let live: Vec<Arc<Shared>> = {
-            let mut targets = TARGETS.lock().unwrap_or_else(|e| e.into_inner());
+            let mut targets = TARGETS.lock();
             targets.retain(|w| w.strong_count() > 0);
             targets.iter().filter_map(Weak::upgrade).collect()
         };

@@ -33,9 +33,9 @@ struct Entry {
 }
 
 #[derive(Default)]
-struct Wheel {
+struct TickBuckets {
     /// Tick → entries due at that tick.
-    buckets: BTreeMap<u64, Vec<Entry>>,
+    by_tick: BTreeMap<u64, Vec<Entry>>,
     /// Empty vectors kept for reuse.
     spare: Vec<Vec<Entry>>,
 }
@@ -43,7 +43,7 @@ struct Wheel {
 /// The timers of one runtime.
 pub(crate) struct Timers {
     epoch: Instant,
-    wheel: Mutex<Wheel>,
+    buckets: Mutex<TickBuckets>,
     /// Earliest tick in the map, as ns since `epoch` (`NONE` when empty).
     earliest: AtomicU64,
     /// Deadline the poller currently sleeps towards, in ns since `epoch` (`NONE`: forever/none).
@@ -55,7 +55,7 @@ impl Timers {
     pub(crate) fn new() -> Self {
         Timers {
             epoch: Instant::now(),
-            wheel: Mutex::new(Wheel::default()),
+            buckets: Mutex::new(TickBuckets::default()),
             earliest: AtomicU64::new(NONE),
             poller_deadline: AtomicU64::new(NONE),
             pending: AtomicUsize::new(0),
@@ -78,16 +78,12 @@ impl Timers {
         let tick = self.to_nanos(deadline).div_ceil(TICK_NS);
         let nanos = tick.saturating_mul(TICK_NS);
         {
-            let mut guard = self.wheel.lock();
-            let wheel = &mut *guard;
-            let bucket = match wheel.buckets.get_mut(&tick) {
-                Some(bucket) => bucket,
-                None => {
-                    let empty = wheel.spare.pop().unwrap_or_default();
-                    wheel.buckets.entry(tick).or_insert(empty)
-                }
-            };
-            bucket.push(Entry { task, generation });
+            let mut guard = self.buckets.lock();
+            let TickBuckets { by_tick, spare } = &mut *guard;
+            by_tick
+                .entry(tick)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push(Entry { task, generation });
             if nanos < self.earliest.load(Relaxed) {
                 self.earliest.store(nanos, Release);
             }
@@ -105,9 +101,9 @@ impl Timers {
         }
         let now_tick = now_nanos / TICK_NS;
         let mut removed = 0;
-        let mut guard = self.wheel.lock();
-        let wheel = &mut *guard;
-        while let Some(entry) = wheel.buckets.first_entry() {
+        let mut guard = self.buckets.lock();
+        let buckets = &mut *guard;
+        while let Some(entry) = buckets.by_tick.first_entry() {
             if *entry.key() > now_tick {
                 break;
             }
@@ -119,12 +115,12 @@ impl Timers {
                     .filter(|e| e.task.header.state.timer_fire(e.generation))
                     .map(|e| e.task),
             );
-            if wheel.spare.len() < 64 {
-                wheel.spare.push(bucket);
+            if buckets.spare.len() < 64 {
+                buckets.spare.push(bucket);
             }
         }
-        let next = wheel
-            .buckets
+        let next = buckets
+            .by_tick
             .keys()
             .next()
             .map_or(NONE, |&t| t.saturating_mul(TICK_NS));
@@ -159,8 +155,8 @@ impl Timers {
 
     /// Drops every entry (shutdown: breaks task → runtime reference cycles).
     pub(crate) fn clear(&self) {
-        let mut guard = self.wheel.lock();
-        guard.buckets.clear();
+        let mut guard = self.buckets.lock();
+        guard.by_tick.clear();
         self.earliest.store(NONE, Release);
         self.pending.store(0, Relaxed);
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use filament_runtime::loom::Mutex as ListLock;
 
 use crate::mutex::{Mutex, MutexGuard};
-use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
+use crate::waiter::{deadline_after, Context, Kind, Node, Site, WaitList, Wakeups};
 
 /// A condition variable used with [`Mutex`]; works from fibers and OS threads.
 ///
@@ -185,11 +185,6 @@ impl Condvar {
 
 /// The wait record of every `Condvar` wait (see `Runtime::dump`).
 const WHAT: &str = "Condvar::wait";
-
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    // A timeout too large to represent means "no deadline".
-    Instant::now().checked_add(timeout)
-}
 
 /// Unlinks the node of a waiter that unwinds out of `park`, and passes a notification it
 /// consumed on to the next waiter.

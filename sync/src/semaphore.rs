@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use filament_runtime::loom::{AtomicUsize, Mutex as ListLock, Ordering::*};
 
-use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
+use crate::waiter::{deadline_after, Context, Kind, Node, Site, WaitList, Wakeups};
 
 const HAS_WAITERS: usize = 1;
 const PERMIT: usize = 2;
@@ -101,7 +101,7 @@ impl Semaphore {
         if self.try_take() {
             return Some(SemaphorePermit { sem: self });
         }
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = deadline_after(timeout);
         self.acquire_slow(deadline, Site::here("Semaphore::acquire"))
             .then(|| SemaphorePermit { sem: self })
     }

@@ -60,6 +60,11 @@ const SELECTED_BASE: usize = 3;
 // calling fiber only right before it really parks, so fast paths pay nothing.
 pub(crate) use filament_runtime::park::{WaitRecord as Recorded, WaitSite as Site};
 
+/// The deadline `timeout` from now; `None` (no deadline) when it is too far to represent.
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
 /// How a waker resolved a waiter (the `k` of the SELECTED state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {

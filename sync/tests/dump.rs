@@ -4,68 +4,19 @@
 //! `what` at the exact line of the blocking call in this file. Then everything is released and
 //! joined.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use filament_runtime::dump::{Dump, FiberState};
-use filament_runtime::{Builder, JoinHandle, Runtime};
+use filament_runtime::dump::FiberState;
+use filament_runtime::Runtime;
 use filament_sync::channel::{self, oneshot};
 use filament_sync::{select, Barrier, Condvar, Mutex, RwLock, Semaphore, WaitGroup};
 
-/// The line of each fiber's blocking call, by fiber name.
-static LINES: StdMutex<Option<HashMap<&'static str, u32>>> = StdMutex::new(None);
-
-fn note_line(name: &'static str, line: u32) {
-    LINES
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashMap::new)
-        .insert(name, line);
-}
-
-fn line_of(name: &str) -> Option<u32> {
-    LINES.lock().unwrap().as_ref()?.get(name).copied()
-}
-
-/// `at!(name, call)`: notes the line of this invocation for fiber `name`, then evaluates `call`.
-/// Keep each use on one line: the blocking call's location must be that line.
-macro_rules! at {
-    ($name:expr, $e:expr) => {{
-        note_line($name, line!());
-        $e
-    }};
-}
-
-#[track_caller]
-fn spawn_named<T: Send + 'static>(
-    name: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    Builder::new().name(name).spawn(f).unwrap()
-}
-
-/// Polls the dump until every fiber of `expected` (name, what) is parked with a wait record
-/// and its line noted, for at most 20 s; returns the last dump.
-fn dump_when_parked(rt: &Runtime, expected: &[(&str, &str)]) -> Dump {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let dump = rt.dump();
-        let ready = expected.iter().all(|(name, _)| {
-            line_of(name).is_some()
-                && dump.fibers.iter().any(|f| {
-                    f.name.as_deref() == Some(*name)
-                        && f.state == FiberState::Parked
-                        && f.waiting_on.is_some()
-                })
-        });
-        if ready || Instant::now() > deadline {
-            return dump;
-        }
-        filament_runtime::sleep(Duration::from_millis(10));
-    }
-}
+#[macro_use]
+#[path = "../../runtime/tests/support/dump_sites.rs"]
+mod dump_sites;
+use dump_sites::{dump_when_parked, line_of, spawn_named};
 
 #[test]
 fn dump_names_each_sync_wait_and_its_line() {

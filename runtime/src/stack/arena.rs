@@ -133,7 +133,7 @@ fn carve(global: &mut Global, size: usize) -> io::Result<NonZeroUsize> {
         Some(arena) => arena.next == arena.slots,
         None => true,
     };
-    let mut mapped = 0;
+    let mut mapped = None;
     if full {
         let slots = arena_slots(slot_size, class.arenas);
         let len = slots * slot_size;
@@ -144,18 +144,17 @@ fn carve(global: &mut Global, size: usize) -> io::Result<NonZeroUsize> {
             next: 0,
         });
         class.arenas += 1;
-        mapped = len;
+        mapped = Some((base, len));
     }
     let arena = class.carving.as_mut().expect("an arena is being carved");
     let slot = arena.base + arena.next * slot_size;
     // SAFETY: the first page of a slot never carved before lies in our arena and holds
     // nothing; it becomes the guard below the stack.
     let guarded = unsafe { guard::install_guard(slot, page) };
-    if mapped > 0 {
-        let base = global.class(size).carving.as_ref().map_or(0, |a| a.base);
-        global.regions.push((base, mapped));
+    if let Some((base, len)) = mapped {
+        global.regions.push((base, len));
         global.totals.arenas += 1;
-        global.totals.reserved_bytes += mapped;
+        global.totals.reserved_bytes += len;
     }
     guarded?;
     let arena = global

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use filament_runtime::loom::Arc;
 
 use self::chan::Chan;
-use crate::waiter::{Site, Wakeups};
+use crate::waiter::{deadline_after, Site, Wakeups};
 
 pub use self::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -78,10 +78,6 @@ pub struct Sender<T> {
 /// The receiving half of a channel. Clone it for more consumers; each value goes to one of them.
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
-}
-
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
 }
 
 /// The wait records of blocked channel operations (see `Runtime::dump`).

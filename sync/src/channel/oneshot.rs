@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{bounded, Receiver, RecvError, RecvTimeoutError, SendError, Sender, TryRecvError};
-use crate::waiter::Site;
+use crate::waiter::{deadline_after, Site};
 
 /// The wait record of a blocked `recv` (see `Runtime::dump`).
 const RECV: &str = "oneshot recv";
@@ -73,7 +73,7 @@ impl<T> OneshotReceiver<T> {
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.rx
             .chan()
-            .recv(Instant::now().checked_add(timeout), Site::here(RECV))
+            .recv(deadline_after(timeout), Site::here(RECV))
     }
 
     /// Waits for the value until `deadline` at the latest.

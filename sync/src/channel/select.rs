@@ -41,7 +41,7 @@ use filament_runtime::park::{park, park_until};
 
 use super::chan::Slot;
 use super::{Receiver, RecvError, SendError, Sender};
-use crate::waiter::{Context, Kind, Node, Site, Wakeups};
+use crate::waiter::{deadline_after, Context, Kind, Node, Site, Wakeups};
 
 /// What the select engine needs from an arm.
 trait ArmOps {
@@ -337,10 +337,7 @@ impl<'a> Select<'a> {
     /// Like [`select`](Select::select), giving up after `timeout`.
     #[track_caller]
     pub fn select_timeout(&mut self, timeout: Duration) -> Option<usize> {
-        self.run(Mode::Block(
-            Instant::now().checked_add(timeout),
-            Site::here(WHAT),
-        ))
+        self.run(Mode::Block(deadline_after(timeout), Site::here(WHAT)))
     }
 
     /// Like [`select`](Select::select), giving up at `deadline`.
