@@ -20,10 +20,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::loom::{AtomicU64, AtomicUsize, Mutex, Ordering::*};
+use crate::loom::{fence, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::sched::TaskRef;
 
 const NONE: u64 = u64::MAX;
+/// `poller_deadline` while no worker blocks in the reactor's poll.
+const NO_POLLER: u64 = 0;
 /// Nanoseconds per tick.
 const TICK_NS: u64 = 1_000_000;
 
@@ -46,7 +48,10 @@ pub(crate) struct Timers {
     buckets: Mutex<TickBuckets>,
     /// Earliest tick in the map, as ns since `epoch` (`NONE` when empty).
     earliest: AtomicU64,
-    /// Deadline the poller currently sleeps towards, in ns since `epoch` (`NONE`: forever/none).
+    /// Deadline the worker blocked in the reactor's poll sleeps towards, in ns since `epoch`:
+    /// `NONE` while it sleeps with no timeout, `NO_POLLER` (0: every deadline is later) while no
+    /// worker polls — then no adder needs to wake anyone, because the next worker to poll reads
+    /// the earliest deadline after announcing itself.
     poller_deadline: AtomicU64,
     pending: AtomicUsize,
 }
@@ -57,7 +62,7 @@ impl Timers {
             epoch: Instant::now(),
             buckets: Mutex::new(TickBuckets::default()),
             earliest: AtomicU64::new(NONE),
-            poller_deadline: AtomicU64::new(NONE),
+            poller_deadline: AtomicU64::new(NO_POLLER),
             pending: AtomicUsize::new(0),
         }
     }
@@ -89,7 +94,10 @@ impl Timers {
             }
         }
         self.pending.fetch_add(1, Relaxed);
-        nanos < self.poller_deadline.load(Acquire)
+        // Store-load against `set_poller_deadline`: either the poller's re-check before it blocks
+        // sees our `earliest`, or we see its deadline and wake it.
+        fence(SeqCst);
+        nanos < self.poller_deadline.load(SeqCst)
     }
 
     /// Moves every due timer whose park is still in progress into `out` (their tasks are now
@@ -143,9 +151,17 @@ impl Timers {
         self.earliest.load(Acquire) <= self.to_nanos(now)
     }
 
+    /// Announces that a worker is about to block in the reactor's poll until `deadline` (`None`:
+    /// no timeout). It must re-check the earliest deadline after this, before it blocks.
     pub(crate) fn set_poller_deadline(&self, deadline: Option<Instant>) {
-        let n = deadline.map_or(NONE, |d| self.to_nanos(d));
-        self.poller_deadline.store(n, Release);
+        let n = deadline.map_or(NONE, |d| self.to_nanos(d).max(NO_POLLER + 1));
+        self.poller_deadline.store(n, SeqCst);
+        fence(SeqCst);
+    }
+
+    /// The poller has stopped blocking: adders need not wake the reactor for their deadlines.
+    pub(crate) fn clear_poller_deadline(&self) {
+        self.poller_deadline.store(NO_POLLER, Release);
     }
 
     /// Timers in the heap (including stale ones not yet expired).

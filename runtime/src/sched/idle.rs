@@ -260,7 +260,7 @@ impl Shared {
                 };
                 // An error from epoll (EINTR is retried by mio) leaves the worker to re-check.
                 let _ = self.with_deferred_wakes(|| self.reactor.poll_unless(timeout, woken));
-                self.timers.set_poller_deadline(None);
+                self.timers.clear_poller_deadline();
             }
             self.idle.poller.store(0, SeqCst);
             parker.take_token();
