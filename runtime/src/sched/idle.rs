@@ -217,6 +217,13 @@ impl Shared {
         f()
     }
 
+    /// Looks at the reactor without blocking (a busy or spinning worker, while no worker is
+    /// blocked in it) and queues the fibers whose sockets are ready.
+    pub(crate) fn poll_reactor_now(&self) {
+        // An error from epoll leaves the readiness to the next poll.
+        let _ = self.with_deferred_wakes(|| self.reactor.poll(Some(Duration::ZERO)));
+    }
+
     fn wake_now(&self, index: usize) {
         self.workers[index].parker.unpark();
         fence(SeqCst);

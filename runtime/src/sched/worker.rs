@@ -25,6 +25,7 @@ use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::stack;
 
 use super::idle::WorkerParker;
+use super::worker_idle::SpinBudget;
 use super::state::ParkOutcome;
 use super::task::{Body, Cancelled, Task, TaskRef, NO_HOME};
 use super::Shared;
@@ -35,7 +36,7 @@ pub(crate) const LIFO_STREAK: u32 = 3;
 /// first.
 const GLOBAL_INTERVAL: u32 = 61;
 /// How long a spare worker stays idle before its thread exits.
-const SPARE_IDLE: Duration = Duration::from_millis(100);
+pub(super) const SPARE_IDLE: Duration = Duration::from_millis(100);
 
 /// Values a fiber suspends with.
 const SUSPEND_YIELD: usize = 1;
@@ -83,21 +84,22 @@ impl WorkerShared {
 }
 
 /// Queues only the worker's own thread touches.
-struct Local {
-    queue: Worker<TaskRef>,
-    lifo: Option<TaskRef>,
+pub(super) struct Local {
+    pub(super) queue: Worker<TaskRef>,
+    pub(super) lifo: Option<TaskRef>,
     lifo_streak: u32,
-    pinned: VecDeque<TaskRef>,
+    pub(super) pinned: VecDeque<TaskRef>,
     tick: u32,
-    rng: u64,
-    searching: bool,
+    pub(super) rng: u64,
+    pub(super) searching: bool,
+    pub(super) spin: SpinBudget,
 }
 
 /// The worker running on this thread.
 pub(crate) struct WorkerContext {
     pub(crate) shared: Arc<Shared>,
     pub(crate) index: usize,
-    local: RefCell<Local>,
+    pub(super) local: RefCell<Local>,
 }
 
 thread_local! {
@@ -269,10 +271,6 @@ pub(crate) fn yield_fiber() {
     check_cancelled(task);
 }
 
-/// Rounds of stealing a searching worker makes before it parks (with growing pauses between:
-/// 240 `spin_loop` hints, a few microseconds in all).
-const SEARCH_ROUNDS: u32 = 4;
-
 /// Fibers queued on one worker beyond which a fiber that spawns yields (see
 /// [`spawn_backpressure`]).
 pub(crate) const SPAWN_BACKLOG: usize = 256;
@@ -376,7 +374,7 @@ impl WorkerContext {
         let shared = &self.shared;
         shared.fire_timers(Instant::now());
         if shared.idle.poller.load(Relaxed) == 0 {
-            let _ = shared.with_deferred_wakes(|| shared.reactor.poll(Some(Duration::ZERO)));
+            shared.poll_reactor_now();
         }
     }
 
@@ -468,139 +466,6 @@ impl WorkerContext {
         self.shared.registry.remove(task);
     }
 
-    fn steal(&self) -> Option<TaskRef> {
-        let shared = &self.shared;
-        let mut local = self.local.borrow_mut();
-        let n = shared.slots_used.load(Acquire).max(1);
-        for _ in 0..2 {
-            let mut retry = false;
-            if !shared.injector.is_empty() {
-                match shared.injector.steal_batch_and_pop(&local.queue) {
-                    Steal::Success(t) => return Some(t),
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
-                }
-            }
-            local.rng ^= local.rng << 13;
-            local.rng ^= local.rng >> 7;
-            local.rng ^= local.rng << 17;
-            let start = (local.rng % n as u64) as usize;
-            for i in 0..n {
-                let victim = (start + i) % n;
-                // Most slots are unused spare slots: an emptiness check is two loads, while a
-                // steal attempt pins crossbeam's epoch.
-                if victim == self.index || shared.workers[victim].stealer.is_empty() {
-                    continue;
-                }
-                match shared.workers[victim]
-                    .stealer
-                    .steal_batch_and_pop(&local.queue)
-                {
-                    Steal::Success(t) => {
-                        shared.workers[self.index]
-                            .counters
-                            .steals
-                            .fetch_add(1, Relaxed);
-                        return Some(t);
-                    }
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
-                }
-            }
-            if !retry {
-                break;
-            }
-        }
-        None
-    }
-
-    /// Steals, and keeps looking for a short while before giving up (Go's spinning M): work
-    /// often appears within microseconds (a fiber woken by another worker, a spawn), and
-    /// parking and waking a thread costs two system calls and a few microseconds each.
-    fn search(&self) -> Option<TaskRef> {
-        for round in 0..SEARCH_ROUNDS {
-            if let Some(task) = self.steal() {
-                return Some(task);
-            }
-            if self.has_local_work() || self.shared.stopping() {
-                return None;
-            }
-            for _ in 0..(16 << round.min(4)) {
-                std::hint::spin_loop();
-            }
-        }
-        None
-    }
-
-    fn set_searching(&self, on: bool) {
-        self.local.borrow_mut().searching = on;
-    }
-
-    fn is_searching(&self) -> bool {
-        self.local.borrow().searching
-    }
-
-    /// Found work while searching: stop, and wake another searcher if we were the last one and
-    /// more work is waiting.
-    fn found_work(&self) {
-        if self.is_searching() {
-            self.set_searching(false);
-            if self.shared.idle.stop_searching() && self.shared.has_stealable_work() {
-                self.shared.notify_work();
-            }
-        }
-    }
-
-    fn has_local_work(&self) -> bool {
-        let local = self.local.borrow();
-        local.lifo.is_some()
-            || !local.pinned.is_empty()
-            || !local.queue.is_empty()
-            || !self.shared.workers[self.index].inbox.is_empty()
-    }
-
-    fn is_spare(&self) -> bool {
-        self.index >= self.shared.config.workers
-    }
-
-    /// Parks this worker (see the protocol in `sched`). Returns false if the worker should exit.
-    fn park(&self) -> bool {
-        let shared = &self.shared;
-        let idle = &shared.idle;
-        let me = &shared.workers[self.index];
-        let was_searching = self.is_searching();
-        self.set_searching(false);
-        idle.begin_park(self.index, was_searching);
-        let now = Instant::now();
-        let recheck = shared.has_stealable_work()
-            || self.has_local_work()
-            || shared.timers.is_due(now)
-            || shared.stopping();
-        let mut timed_out_idle = false;
-        if !recheck {
-            shared.workers[self.index]
-                .counters
-                .worker_parks
-                .fetch_add(1, Relaxed);
-            let spare_idle = self.is_spare().then_some(SPARE_IDLE);
-            shared.block_worker(self.index, spare_idle);
-            timed_out_idle = self.is_spare() && now.elapsed() >= SPARE_IDLE;
-        }
-        // Not on the idle list any more: a notifier popped us and counted us as searching on
-        // our behalf (even if we never blocked), so we are searching now.
-        if !idle.remove_parked(self.index) {
-            self.set_searching(true);
-        }
-        if timed_out_idle
-            && me.homed.load(Relaxed) == 0
-            && !self.has_local_work()
-            && !shared.has_stealable_work()
-        {
-            return false;
-        }
-        true
-    }
-
     fn main_loop(&self) {
         loop {
             if let Some(task) = self.next_task() {
@@ -630,7 +495,11 @@ impl WorkerContext {
                     continue;
                 }
             }
-            if !self.park() {
+            let idle_since = Instant::now();
+            if self.spin_for_work(idle_since) {
+                continue;
+            }
+            if !self.park(idle_since) {
                 break;
             }
         }
@@ -665,6 +534,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
             tick: 0,
             rng: 0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 17),
             searching: false,
+            spin: SpinBudget::new(),
         }),
     };
     stack::overflow::ensure_altstack();
