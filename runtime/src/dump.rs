@@ -115,7 +115,7 @@ pub(crate) fn snapshot(shared: &Shared) -> Dump {
                 name: header.name.as_deref().map(str::to_owned),
                 state,
                 spawned_at: header.spawned_at,
-                waiting_on: *header.wait.lock(),
+                waiting_on: header.wait.get(),
             })
         })
         .collect();

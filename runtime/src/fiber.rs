@@ -339,22 +339,30 @@ pub fn is_forced_unwind(payload: &(dyn Any + Send)) -> bool {
 /// Records, for `Runtime::dump`, what the calling fiber is about to wait on and where; the
 /// record is cleared when the returned guard drops. Does nothing outside a fiber.
 pub fn waiting(what: &'static str, at: &'static std::panic::Location<'static>) -> WaitingGuard {
-    match crate::sched::worker::current_task_ref() {
+    match crate::sched::worker::current_task() {
         Some(task) if in_fiber_stack() => {
-            *task.header.wait.lock() = Some((what, at));
-            WaitingGuard(Some(task))
+            // SAFETY: the running fiber's task is alive while the fiber runs (the registry and
+            // the running worker hold it until the fiber is done).
+            let wait = unsafe { &task.as_ref().header.wait };
+            wait.set(what, at);
+            WaitingGuard(Some(ptr::NonNull::from(wait)))
         }
         _ => WaitingGuard(None),
     }
 }
 
-/// Clears the wait record set by [`waiting`].
-pub struct WaitingGuard(Option<crate::sched::TaskRef>);
+/// Clears the wait record set by [`waiting`]. Not `Send`: it belongs to the fiber that made it.
+pub struct WaitingGuard(Option<ptr::NonNull<crate::sched::wait_slot::WaitSlot>>);
 
 impl Drop for WaitingGuard {
     fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            *task.header.wait.lock() = None;
+        if let Some(slot) = self.0 {
+            // The slot is re-read from the guard, not from a thread-local: the fiber may have
+            // moved to another worker since `waiting` (DESIGN.md decision 7).
+            // SAFETY: the slot is in the running fiber's task, which outlives the fiber's
+            // execution (the registry and the running worker hold it until the fiber is done),
+            // and the guard lives on that fiber's stack, so the task is alive here.
+            unsafe { slot.as_ref() }.clear();
         }
     }
 }

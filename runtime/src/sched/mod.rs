@@ -77,6 +77,7 @@ pub(crate) mod monitor;
 pub(crate) mod registry;
 pub(crate) mod state;
 pub(crate) mod task;
+pub(crate) mod wait_slot;
 pub(crate) mod worker;
 pub(crate) mod worker_idle;
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::fiber::RawFiber;
-use crate::loom::{AtomicBool, AtomicUsize, Mutex};
+use crate::loom::{AtomicBool, AtomicUsize};
 
 use super::join_state::JoinState;
 use super::state::TaskState;
@@ -53,7 +53,7 @@ pub(crate) struct Header {
     /// Set while the fiber must not unwind on cancellation (see `worker::CancelShield`).
     pub(crate) cancel_shield: AtomicBool,
     /// What the fiber is blocked on, for `Runtime::dump` (written by the fiber itself).
-    pub(crate) wait: Mutex<Option<(&'static str, &'static Location<'static>)>>,
+    pub(crate) wait: super::wait_slot::WaitSlot,
 }
 
 /// A task: header first, then the typed body.
@@ -204,7 +204,7 @@ where
             registry_slot: AtomicUsize::new(usize::MAX),
             cancel_delivered: AtomicBool::new(false),
             cancel_shield: AtomicBool::new(false),
-            wait: Mutex::new(None),
+            wait: super::wait_slot::WaitSlot::new(),
         },
         body: BodyImpl {
             stage: UnsafeCell::new(Stage::Pending(f)),
