@@ -39,6 +39,8 @@
 //! * `released` (`Mutex<Vec<usize>>`): pushed by `deregister`, drained by `poll`.
 //! * statistics: relaxed counters, any thread.
 
+#[cfg(not(loom))]
+mod deadline_timer;
 #[cfg_attr(loom, allow(dead_code))]
 mod readiness;
 
@@ -54,17 +56,22 @@ mod mio_reactor {
     use mio::event::Source;
     use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+    use super::deadline_timer::DeadlineTimer;
     use super::readiness::{self, Direction, ScheduledIo};
     use crate::loom::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 
     /// The token of the reactor's waker; registration tokens are `ScheduledIo` addresses, which
     /// are never `usize::MAX`.
     const WAKER_TOKEN: Token = Token(usize::MAX);
+    /// The token of the deadline timer (not an address either: odd).
+    const TIMER_TOKEN: Token = Token(usize::MAX - 2);
     const EVENTS_CAPACITY: usize = 1024;
 
     struct PollState {
         poll: Poll,
         events: Events,
+        /// Ends a blocking poll at its deadline with microsecond precision.
+        deadline_timer: DeadlineTimer,
     }
 
     /// One runtime's I/O reactor (one `mio::Poll`). `Send + Sync`; shared by `Arc`.
@@ -105,10 +112,12 @@ mod mio_reactor {
             let poll = Poll::new()?;
             let registry = poll.registry().try_clone()?;
             let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+            let deadline_timer = DeadlineTimer::new(poll.registry(), TIMER_TOKEN)?;
             Ok(Reactor {
                 poll: Mutex::new(PollState {
                     poll,
                     events: Events::with_capacity(EVENTS_CAPACITY),
+                    deadline_timer,
                 }),
                 registry,
                 waker,
@@ -151,7 +160,22 @@ mod mio_reactor {
                 timeout
             };
             self.release_deregistered();
-            let PollState { poll, events } = &mut *state;
+            let PollState {
+                poll,
+                events,
+                deadline_timer,
+            } = &mut *state;
+            // A blocking poll with a deadline waits for the timerfd instead of epoll's
+            // millisecond timeout (`deadline_timer.rs`); if the timer cannot be set, epoll's
+            // timeout (rounded up by mio) still ends the wait.
+            let timeout = match timeout {
+                Some(t) if !t.is_zero() && deadline_timer.arm(t).is_ok() => None,
+                None => {
+                    let _ = deadline_timer.disarm();
+                    None
+                }
+                t => t,
+            };
             self.polls.fetch_add(1, Relaxed);
             match poll.poll(events, timeout) {
                 Ok(()) => {}
@@ -161,7 +185,7 @@ mod mio_reactor {
             let mut handled = 0;
             for event in events.iter() {
                 let token = event.token();
-                if token == WAKER_TOKEN {
+                if token == WAKER_TOKEN || token == TIMER_TOKEN {
                     continue;
                 }
                 let mut flags = 0;
@@ -180,7 +204,7 @@ mod mio_reactor {
                 if event.is_error() {
                     flags |= readiness::ERROR;
                 }
-                // SAFETY: every token other than WAKER_TOKEN is a pointer from `Arc::into_raw`
+                // SAFETY: every token other than WAKER_TOKEN and TIMER_TOKEN is a pointer from `Arc::into_raw`
                 // in `register`. That reference is released only by `release_deregistered`, at
                 // the start of a later poll, after the source left epoll (module docs); we hold
                 // the poll lock, so it is still alive here.

@@ -1,9 +1,10 @@
 //! Timers: deadlines of parked fibers (`sleep`, `park_until`, socket and lock timeouts).
 //!
-//! Deadlines are rounded **up** to the next millisecond tick (a sleep never ends early, and ends
-//! at most 1 ms late, like tokio's timer) and kept in one bucket per tick: an ordered map from
-//! tick to the entries due then, per runtime, under a short lock. Thousands of fibers sleeping
-//! "1 ms" at about the same time share a handful of buckets, so adding is a map lookup plus a
+//! Deadlines are rounded **up** to the next 100 µs tick (a sleep never ends early; it ends at
+//! most one tick plus the wake-up latency late: the poller waits on a timerfd, not on epoll's
+//! millisecond timeout — see `reactor/deadline_timer.rs`) and kept in one bucket per tick: an
+//! ordered map from tick to the entries due then, per runtime, under a short lock. Thousands of
+//! fibers sleeping "1 ms" at about the same time share a handful of buckets, so adding is a map lookup plus a
 //! vector push and firing takes a whole bucket at once, instead of a heap sift (with a cache
 //! miss per level) per timer. Emptied bucket vectors are kept for reuse, so a sleep allocates
 //! nothing in steady state.
@@ -26,8 +27,8 @@ use crate::sched::TaskRef;
 const NONE: u64 = u64::MAX;
 /// `poller_deadline` while no worker blocks in the reactor's poll.
 const NO_POLLER: u64 = 0;
-/// Nanoseconds per tick.
-const TICK_NS: u64 = 1_000_000;
+/// Nanoseconds per tick (100 µs).
+const TICK_NS: u64 = 100_000;
 
 struct Entry {
     task: TaskRef,

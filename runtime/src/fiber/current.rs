@@ -97,8 +97,9 @@ pub fn yield_now() {
 /// Suspends the calling fiber (or thread) for at least `duration`. Other fibers run meanwhile.
 #[track_caller]
 pub fn sleep(duration: Duration) {
-    match Instant::now().checked_add(duration) {
-        Some(deadline) => sleep_until(deadline),
+    let now = Instant::now();
+    match now.checked_add(duration) {
+        Some(deadline) => sleep_between(now, deadline),
         None => loop {
             sleep(Duration::from_secs(86_400 * 365));
         },
@@ -108,13 +109,24 @@ pub fn sleep(duration: Duration) {
 /// Suspends the calling fiber (or thread) until `deadline`.
 #[track_caller]
 pub fn sleep_until(deadline: Instant) {
+    sleep_between(Instant::now(), deadline);
+}
+
+/// Sleeps from `now` (just read from the clock) until `deadline`.
+#[track_caller]
+fn sleep_between(now: Instant, deadline: Instant) {
+    if deadline <= now {
+        return;
+    }
     if !crate::sched::in_fiber() {
-        let now = Instant::now();
-        if deadline > now {
-            std::thread::sleep(deadline - now);
-        }
+        std::thread::sleep(deadline - now);
         return;
     }
     let _wait = crate::fiber::waiting("sleep", std::panic::Location::caller());
+    // The first park knows its deadline is ahead (no second clock read); a park that ends early
+    // (a stray token) parks again, checking the clock.
+    if crate::sched::park_fiber_until_future(deadline) {
+        return;
+    }
     while !crate::park::park_until(Some(deadline)) {}
 }

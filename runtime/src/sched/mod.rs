@@ -212,4 +212,6 @@ pub(crate) fn in_fiber() -> bool {
     worker::current_task().is_some() && crate::fiber::in_fiber_stack()
 }
 
-pub(crate) use self::worker::{current_fiber_ref, park_fiber, unpark_fiber, FiberRef};
+pub(crate) use self::worker::{
+    current_fiber_ref, park_fiber, park_fiber_until_future, unpark_fiber, FiberRef,
+};

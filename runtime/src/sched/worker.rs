@@ -25,9 +25,9 @@ use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::stack;
 
 use super::idle::WorkerParker;
-use super::worker_idle::SpinBudget;
 use super::state::ParkOutcome;
 use super::task::{Body, Cancelled, Task, TaskRef, NO_HOME};
+use super::worker_idle::SpinBudget;
 use super::Shared;
 
 /// How many times in a row the LIFO slot may be taken before the queue gets a turn.
@@ -224,28 +224,47 @@ fn running_task() -> &'static Task<dyn Body> {
 /// than the switch mispredicts; the fewer such frames, the cheaper a park (see `yield_fiber`).
 #[inline]
 pub(crate) fn park_fiber(deadline: Option<Instant>) -> bool {
+    park_fiber_with(deadline, false)
+}
+
+/// [`park_fiber`] for a deadline the caller knows is in the future (`sleep` computed it from
+/// the clock it just read), which saves reading the clock again before the switch.
+#[inline]
+pub(crate) fn park_fiber_until_future(deadline: Instant) -> bool {
+    park_fiber_with(Some(deadline), true)
+}
+
+#[inline]
+fn park_fiber_with(deadline: Option<Instant>, deadline_is_future: bool) -> bool {
     let task = running_task();
-    if let Some(early) = prepare_park(task, deadline) {
+    if let Some(early) = prepare_park(task, deadline, deadline_is_future) {
         return early;
     }
     crate::fiber::suspend(SUSPEND_PARK);
     // Resumed, possibly on another thread: `task` is the same object (the heap), but every
     // thread-local is re-read through the accessors.
     check_cancelled(task);
-    task.header.state.take_token();
-    deadline.is_some_and(|d| Instant::now() >= d)
+    let by_token = task.header.state.take_token();
+    // Without a token only the park's own timer can have resumed the fiber, and a timer fires
+    // only once the clock has passed its tick, which is at or after the deadline: no need to
+    // read the clock to know the deadline passed.
+    deadline.is_some_and(|d| !by_token || Instant::now() >= d)
 }
 
 /// The part of a park before the switch: cancellation, a pending token, an expired deadline
 /// (`Some(result)`: do not switch), else the timer. Out of line: it returns before the switch.
 #[inline(never)]
-fn prepare_park(task: &Task<dyn Body>, deadline: Option<Instant>) -> Option<bool> {
+fn prepare_park(
+    task: &Task<dyn Body>,
+    deadline: Option<Instant>,
+    deadline_is_future: bool,
+) -> Option<bool> {
     check_cancelled(task);
     if task.header.state.take_token() {
         return Some(false);
     }
     if let Some(d) = deadline {
-        if d <= Instant::now() {
+        if !deadline_is_future && d <= Instant::now() {
             return Some(true);
         }
         let shared = &task.header.shared;

@@ -65,7 +65,6 @@ impl SpinBudget {
     }
 }
 
-
 /// Rounds of stealing a searching worker makes before it parks (with growing pauses between:
 /// 240 `spin_loop` hints, a few microseconds in all).
 const SEARCH_ROUNDS: u32 = 4;
@@ -260,13 +259,21 @@ mod tests {
         for _ in 0..20 {
             spin.record_idle(Duration::from_millis(5));
         }
-        assert_eq!(spin.current(), None, "a worker idle for long periods stops spinning");
+        assert_eq!(
+            spin.current(),
+            None,
+            "a worker idle for long periods stops spinning"
+        );
         spin.record_idle(Duration::from_micros(3));
         assert_eq!(spin.current(), Some(Duration::from_micros(6)));
         spin.record_idle(Duration::from_micros(40));
         assert_eq!(spin.current(), Some(MAX_SPIN));
         spin.record_idle(Duration::from_micros(1));
-        assert_eq!(spin.current(), Some(MAX_SPIN), "a short period never shrinks it");
+        assert_eq!(
+            spin.current(),
+            Some(MAX_SPIN),
+            "a short period never shrinks it"
+        );
         spin.record_idle(Duration::from_millis(1));
         assert_eq!(spin.current(), Some(MAX_SPIN / 2));
     }
