@@ -41,6 +41,8 @@ pub(super) const SPARE_IDLE: Duration = Duration::from_millis(100);
 /// Values a fiber suspends with.
 const SUSPEND_YIELD: usize = 1;
 const SUSPEND_PARK: usize = 2;
+/// A spawner waits for the fibers it queued (see [`spawn_backpressure`]).
+const SUSPEND_BACKPRESSURE: usize = 3;
 
 /// Slot status of a worker.
 pub(crate) const SLOT_UNUSED: usize = 0;
@@ -93,6 +95,8 @@ pub(super) struct Local {
     pub(super) rng: u64,
     pub(super) searching: bool,
     pub(super) spin: SpinBudget,
+    /// A fiber held back by spawn backpressure, and the tick at which it was held.
+    pub(super) spawner: Option<(TaskRef, u32)>,
 }
 
 /// The worker running on this thread.
@@ -295,17 +299,26 @@ pub(crate) fn yield_fiber() {
 pub(crate) const SPAWN_BACKLOG: usize = 256;
 
 /// Called after a fiber spawned another on its own worker: once the worker's queue holds more
-/// than [`SPAWN_BACKLOG`] fibers, the spawner yields to the back of the queue so the fibers it
-/// made run (and free their memory) before it makes more. A loop spawning a million short fibers
-/// then needs memory for a few hundred at a time, not a million (Go bounds its local run queue
-/// the same way, at 256). The yield never unwinds: `spawn` is not a cancellation point.
+/// than [`SPAWN_BACKLOG`] fibers, the spawner steps aside so the fibers it made run (and free
+/// their memory) before it makes more. A loop spawning a million short fibers then needs memory
+/// for a few hundred at a time, not a million (Go bounds its local run queue the same way, at
+/// 256). The yield never unwinds: `spawn` is not a cancellation point.
+///
+/// The spawner does not go to the back of the worker's queues (behind every fiber woken
+/// meanwhile, e.g. thousands whose timers fired): it waits in a slot of its own and runs again
+/// as soon as the queue it filled has drained to half, or after [`SPAWNER_PATIENCE`] scheduling
+/// decisions, whichever comes first, so it can never be starved by others refilling the queue.
 pub(crate) fn spawn_backpressure() {
     let Some(ctx) = current() else { return };
     if ctx.local.borrow().queue.len() <= SPAWN_BACKLOG || !crate::fiber::in_fiber_stack() {
         return;
     }
-    crate::fiber::suspend(SUSPEND_YIELD);
+    crate::fiber::suspend(SUSPEND_BACKPRESSURE);
 }
+
+/// Scheduling decisions after which a spawner held back by backpressure runs again even if its
+/// worker's queue has not drained to half.
+const SPAWNER_PATIENCE: u32 = 2 * SPAWN_BACKLOG as u32;
 
 impl WorkerContext {
     /// Queues a runnable fiber from this worker's thread (LIFO slot, or its home's inbox).
@@ -351,6 +364,13 @@ impl WorkerContext {
                 Steal::Success(t) => local.pinned.push_back(t),
                 Steal::Empty => break,
                 Steal::Retry => {}
+            }
+        }
+        if let Some((_, since)) = local.spawner {
+            if local.queue.len() <= SPAWN_BACKLOG / 2
+                || local.tick.wrapping_sub(since) > SPAWNER_PATIENCE
+            {
+                return local.spawner.take().map(|(t, _)| t);
             }
         }
         if local.lifo.is_some() {
@@ -445,13 +465,17 @@ impl WorkerContext {
         // Only this worker writes its tick: a load and a store, no locked read-modify-write.
         me.tick
             .store(me.tick.load(Relaxed).wrapping_add(1), Relaxed);
+        let mut suspended_with = SUSPEND_YIELD;
         let outcome = loop {
             match fiber.resume() {
                 Resumed::Suspended(SUSPEND_PARK) => match header.state.finish_park() {
                     ParkOutcome::Parked => break None,
                     ParkOutcome::Resume => continue,
                 },
-                Resumed::Suspended(_) => break Some(false),
+                Resumed::Suspended(value) => {
+                    suspended_with = value;
+                    break Some(false);
+                }
                 Resumed::Finished(_) => break Some(true),
             }
         };
@@ -461,7 +485,13 @@ impl WorkerContext {
             None => {}
             Some(false) => {
                 header.state.yield_now();
-                self.push_back(task);
+                let mut local = self.local.borrow_mut();
+                if suspended_with == SUSPEND_BACKPRESSURE && local.spawner.is_none() {
+                    local.spawner = Some((task, local.tick));
+                } else {
+                    drop(local);
+                    self.push_back(task);
+                }
             }
             Some(true) => {
                 let fiber = slot.take().expect("finished fiber");
@@ -554,6 +584,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
             rng: 0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 17),
             searching: false,
             spin: SpinBudget::new(),
+            spawner: None,
         }),
     };
     stack::overflow::ensure_altstack();
@@ -565,6 +596,9 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
     // Anything left (only on shutdown or by a spare with no homed fibers) goes back to the
     // injector so no runnable fiber is lost.
     if let Some(t) = local.lifo {
+        shared.injector.push(t);
+    }
+    if let Some((t, _)) = local.spawner {
         shared.injector.push(t);
     }
     for t in local.pinned {

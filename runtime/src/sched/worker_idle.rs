@@ -160,6 +160,7 @@ impl WorkerContext {
     pub(super) fn has_local_work(&self) -> bool {
         let local = self.local.borrow();
         local.lifo.is_some()
+            || local.spawner.is_some()
             || !local.pinned.is_empty()
             || !local.queue.is_empty()
             || !self.shared.workers[self.index].inbox.is_empty()
