@@ -152,7 +152,7 @@ impl RuntimeBuilder {
             injector: Injector::new(),
             idle: Idle::new(slots),
             reactor: Arc::new(Reactor::new()?),
-            timers: Timers::new(),
+            timers: Timers::new(config.workers),
             registry: Registry::new(),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),

@@ -273,7 +273,11 @@ fn prepare_park(
         }
         let shared = &task.header.shared;
         let me = current_task_ref().expect("running task");
-        if shared.timers.add(d, me, task.header.state.generation()) {
+        let worker = current().map_or(0, |w| w.index);
+        if shared
+            .timers
+            .add(d, me, task.header.state.generation(), worker)
+        {
             shared.reactor.wake();
         }
     }
