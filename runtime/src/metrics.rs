@@ -63,6 +63,9 @@ pub struct Metrics {
     /// Per worker slot in use: fibers in its stealable queue plus its inbox (the private LIFO
     /// slot and pinned queue are not visible from outside the worker).
     pub queue_depths: Vec<usize>,
+    /// Per running worker: live started fibers bound to it (in a runtime without
+    /// `migrate_fibers`, only that worker can run them, so an uneven split shows here).
+    pub homed_fibers: Vec<usize>,
     /// Fiber stacks handed out and not yet returned (process-wide).
     pub stacks_in_use: usize,
     /// Fiber stacks pooled for reuse (process-wide).
@@ -78,6 +81,10 @@ pub(crate) fn snapshot(shared: &Arc<Shared>) -> Metrics {
     let workers = shared.config.workers;
     let running_slots: Vec<usize> = (0..shared.workers.len())
         .filter(|&i| i < workers || shared.workers[i].status.load(Relaxed) == SLOT_RUNNING)
+        .collect();
+    let homed_fibers = running_slots
+        .iter()
+        .map(|&i| shared.workers[i].homed.load(Relaxed))
         .collect();
     let queue_depths = running_slots
         .iter()
@@ -102,6 +109,7 @@ pub(crate) fn snapshot(shared: &Arc<Shared>) -> Metrics {
         timers_pending: shared.timers.pending(),
         injector_depth: shared.injector.len(),
         queue_depths,
+        homed_fibers,
         stacks_in_use: stacks.in_use,
         stacks_pooled: stacks.pooled,
         stack_bytes_committed: crate::stack::committed_bytes(),
@@ -127,7 +135,7 @@ fn bytes(n: usize) -> String {
 
 impl fmt::Display for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String); 11] = [
+        let rows: [(&str, String); 12] = [
             (
                 "workers",
                 format!(
@@ -158,6 +166,7 @@ impl fmt::Display for Metrics {
             ("timers pending", self.timers_pending.to_string()),
             ("injector", self.injector_depth.to_string()),
             ("queue depths", format!("{:?}", self.queue_depths)),
+            ("homed fibers", format!("{:?}", self.homed_fibers)),
             (
                 "stacks",
                 format!(

@@ -113,6 +113,8 @@ fn metrics_count_fibers_and_display() {
     assert!(m.fibers_finished >= before.fibers_finished + 100, "{m}");
     assert!(m.fiber_parks >= 1, "{m}");
     assert_eq!(m.queue_depths.len(), 2);
+    assert_eq!(m.homed_fibers.len(), 2);
+    assert_eq!(m.homed_fibers.iter().sum::<usize>(), 0, "every fiber has finished: {m}");
     assert!(
         m.stack_bytes_reserved > 0 && m.stack_bytes_committed > 0,
         "{m}"
@@ -123,6 +125,7 @@ fn metrics_count_fibers_and_display() {
         "workers",
         "fibers",
         "steals",
+        "homed fibers",
         "reactor",
         "timers pending",
         "stack memory",
