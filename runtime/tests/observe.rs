@@ -114,7 +114,11 @@ fn metrics_count_fibers_and_display() {
     assert!(m.fiber_parks >= 1, "{m}");
     assert_eq!(m.queue_depths.len(), 2);
     assert_eq!(m.homed_fibers.len(), 2);
-    assert_eq!(m.homed_fibers.iter().sum::<usize>(), 0, "every fiber has finished: {m}");
+    assert_eq!(
+        m.homed_fibers.iter().sum::<usize>(),
+        0,
+        "every fiber has finished: {m}"
+    );
     assert!(
         m.stack_bytes_reserved > 0 && m.stack_bytes_committed > 0,
         "{m}"
