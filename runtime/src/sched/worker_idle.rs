@@ -17,6 +17,10 @@
 //! whose fibers are woken every few microseconds keeps spinning; one that serves rare network
 //! events soon spins for almost nothing, so an idle server stays idle.
 //!
+//! After the first 2 µs the spinner calls `sched_yield` between checks, so on a machine with more
+//! runnable threads than cores (a load generator next to a server) it hands its core over
+//! instead of burning it.
+//!
 //! Spinning never replaces parking as the guarantee against lost wake-ups: the waker still
 //! wakes the worker's parker (which costs a lock and no syscall when no one waits on it), and a
 //! spinner that sees nothing parks through the normal protocol.
@@ -68,6 +72,9 @@ impl SpinBudget {
 /// Rounds of stealing a searching worker makes before it parks (with growing pauses between:
 /// 240 `spin_loop` hints, a few microseconds in all).
 const SEARCH_ROUNDS: u32 = 4;
+
+/// How long a spinning worker spins on the CPU before it calls `sched_yield` between checks.
+const SPIN_BEFORE_YIELDING: Duration = Duration::from_micros(2);
 
 /// How often a spinning worker polls the reactor (without blocking) while no worker is blocked
 /// in it, so that I/O readiness is not left waiting for the spin to end.
@@ -245,6 +252,12 @@ impl WorkerContext {
             if now - polled >= SPIN_POLL_EVERY && shared.idle.poller.load(Relaxed) == 0 {
                 shared.poll_reactor_now();
                 polled = now;
+            }
+            if now - since >= SPIN_BEFORE_YIELDING {
+                // Past the first microseconds, give the core to any other runnable thread (a
+                // client on the same machine, another process) between checks: on an idle
+                // core `sched_yield` returns at once, so this costs only latency.
+                std::thread::yield_now();
             }
         }
     }
