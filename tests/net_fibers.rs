@@ -184,7 +184,8 @@ fn ten_thousand_blocked_fibers_cost_no_cpu() {
     eprintln!("{total} fibers blocked: {cpu:?} CPU over {wall:?}");
     assert!(
         cpu < Duration::from_millis(100),
-        "{total} blocked fibers burned {cpu:?} of CPU in {wall:?}"
+        "{total} blocked fibers burned {cpu:?} of CPU in {wall:?}; runtime:\n{}",
+        rt.metrics()
     );
     // Release everyone: connections for the acceptors, a byte and a close for the readers.
     let clients: Vec<_> = (0..ACCEPTORS)

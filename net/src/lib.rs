@@ -26,7 +26,9 @@
 //! `SO_RCVTIMEO` / `SO_SNDTIMEO` (the kernel ignores them for non-blocking sockets), so clones
 //! made by `try_clone` share them exactly as std's do, and a std socket converted with `From`
 //! keeps its timeouts. The timeout is read back (one `getsockopt`) only when a call is about to
-//! wait; the deadline is then `now + timeout`. The kernel keeps these options in clock ticks, so
+//! wait, and only if one can have been set (a socket this crate created, whose fd was never lent
+//! through `AsRawFd`/`AsFd`, and which never had a setter called, skips it); the deadline is then
+//! `now + timeout`. The kernel keeps these options in clock ticks, so
 //! the getters (and the deadlines) see the value rounded up to a tick, as with std. An expired timeout is
 //! [`io::ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut) — std on Unix returns
 //! `WouldBlock`, which here would be indistinguishable from a non-blocking socket's answer.

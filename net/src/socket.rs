@@ -3,8 +3,9 @@
 //!
 //! # How a call blocks
 //!
-//! [`Socket::io`] runs the syscall first. Only on `WouldBlock` does it compute the deadline (the
-//! socket's `SO_RCVTIMEO`/`SO_SNDTIMEO`, read back from the fd) and wait, in one of two ways:
+//! [`Socket::io`] runs the syscall first (on a registered socket: if its readiness word does not
+//! say the syscall would fail). Only when it has to wait does it compute the deadline (the
+//! socket's `SO_RCVTIMEO`/`SO_SNDTIMEO`, read back from the fd), in one of two ways:
 //!
 //! * **With a reactor.** If the socket is already registered, or the calling thread has a
 //!   reactor ([`reactor::current`], set on runtime workers), the socket is registered with it
@@ -12,6 +13,13 @@
 //!   parks until readiness. A registration is kept for the socket's life, whoever calls later.
 //! * **Without one** (a plain OS thread, socket never registered): `poll(2)` on the fd for the
 //!   interest, with the deadline, then the syscall again, in a loop.
+//!
+//! Reading the timeouts back costs a `getsockopt` per wait, so a socket remembers whether any
+//! can be set at all: not for one this crate bound, connected or accepted (from a listener
+//! without them; accepted sockets inherit the listener's options), until `set_read_timeout` /
+//! `set_write_timeout` is called, the fd is lent out (`AsRawFd`, `AsFd`: anything may set
+//! options through it) or the socket is cloned (`try_clone` lends the fd; the clone, like any
+//! socket converted from std or a raw fd, starts unknown). After that, every wait reads them.
 //!
 //! # What `Runtime::dump` shows
 //!
@@ -27,6 +35,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -72,18 +81,24 @@ impl Drop for RegCell {
 #[derive(Debug)]
 pub(crate) struct Socket<T: AsRawFd> {
     reg: RegCell,
+    /// False while no timeout can be set on the socket, so waits need not read them back (see
+    /// the module docs).
+    timeouts_unknown: AtomicBool,
     io: T,
 }
 
 impl<T: AsRawFd> Socket<T> {
-    /// Wraps a socket that is already in non-blocking mode.
-    pub(crate) fn new(io: T) -> Self {
+    /// Wraps a socket that is already in non-blocking mode. `timeouts_unknown`: false only
+    /// for a socket this crate created (bound, connected, or accepted from a listener whose
+    /// timeouts are known to be unset).
+    pub(crate) fn new(io: T, timeouts_unknown: bool) -> Self {
         Socket {
             reg: RegCell {
                 reg: OnceLock::new(),
                 init: Mutex::new(()),
                 fd: io.as_raw_fd(),
             },
+            timeouts_unknown: AtomicBool::new(timeouts_unknown),
             io,
         }
     }
@@ -95,13 +110,25 @@ impl<T: AsRawFd> Socket<T> {
 
     /// Deregisters (if registered) and returns the mio socket.
     pub(crate) fn into_inner(self) -> T {
-        let Socket { reg, io } = self;
+        let Socket { reg, io, .. } = self;
         drop(reg);
         io
     }
 
     pub(crate) fn fd(&self) -> RawFd {
         self.io.as_raw_fd()
+    }
+
+    /// The fd, lent to the user (`AsRawFd`, `AsFd`): from now on anything may set timeouts on
+    /// the socket behind our back, so waits read them back from the kernel.
+    pub(crate) fn lend_fd(&self) -> RawFd {
+        self.timeouts_unknown.store(true, Relaxed);
+        self.fd()
+    }
+
+    /// True unless no timeout can have been set on the socket.
+    pub(crate) fn timeouts_unknown(&self) -> bool {
+        self.timeouts_unknown.load(Relaxed)
     }
 
     /// Runs `op` on the socket until it does not return `WouldBlock`, waiting for `interest`
@@ -112,19 +139,52 @@ impl<T: AsRawFd> Socket<T> {
         interest: Interest,
         timeout: Timeout,
         site: Site,
-        mut op: impl FnMut(&T) -> io::Result<R>,
+        op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
+        self.io_drain(interest, timeout, site, op, |_| false)
+    }
+
+    /// [`io`](Self::io) for stream reads and writes: `drained(&result)` is true when a
+    /// successful `op` emptied the kernel buffer (a read shorter than its buffer, a write
+    /// shorter than its data), so that a registered socket's next call parks at once instead
+    /// of trying a syscall that would return `WouldBlock` (see `ScheduledIo::wait_with`).
+    pub(crate) fn io_drain<R>(
+        &self,
+        interest: Interest,
+        timeout: Timeout,
+        site: Site,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
+    ) -> io::Result<R> {
+        if let Some(reg) = self.reg.reg.get() {
+            // Registered: the readiness word decides whether the syscall is worth trying, and
+            // the timeout is read (and the wait recorded) only if the call parks.
+            return reg.do_io_with(
+                interest,
+                || op(&self.io),
+                drained,
+                || Ok((self.deadline(timeout)?, site.record())),
+            );
+        }
         match op(&self.io) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => return other,
+        }
+        let deadline = self.deadline(timeout)?;
+        self.wait(interest, deadline, site, op)
+    }
+
+    /// The deadline of a call that is about to wait: now + the socket's `timeout`, if any.
+    fn deadline(&self, timeout: Timeout) -> io::Result<Option<Instant>> {
+        if !self.timeouts_unknown() {
+            return Ok(None);
         }
         let timeout = match timeout {
             Timeout::None => None,
             Timeout::Read => self.timeout(libc::SO_RCVTIMEO)?,
             Timeout::Write => self.timeout(libc::SO_SNDTIMEO)?,
         };
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.wait(interest, deadline, site, op)
+        Ok(timeout.and_then(|t| Instant::now().checked_add(t)))
     }
 
     /// Like [`io`](Self::io) with an explicit deadline and without the first eager attempt's
@@ -172,6 +232,7 @@ impl<T: AsRawFd> Socket<T> {
     }
 
     pub(crate) fn set_timeout(&self, opt: libc::c_int, dur: Option<Duration>) -> io::Result<()> {
+        self.timeouts_unknown.store(true, Relaxed);
         sys::set_timeout(self.fd(), opt, dur)
     }
 }
@@ -227,14 +288,14 @@ macro_rules! impl_fd_traits {
     ($ty:ident, $mio:ty, $std:ty) => {
         impl std::os::fd::AsRawFd for $ty {
             fn as_raw_fd(&self) -> std::os::fd::RawFd {
-                self.s.fd()
+                self.s.lend_fd()
             }
         }
 
         impl std::os::fd::AsFd for $ty {
             fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
                 // SAFETY: the fd is owned by `self` and stays open for the borrow's lifetime.
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(self.s.fd()) }
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(self.s.lend_fd()) }
             }
         }
 
@@ -261,7 +322,8 @@ macro_rules! impl_fd_traits {
             fn from(std: $std) -> Self {
                 let _ = std.set_nonblocking(true);
                 Self {
-                    s: $crate::socket::Socket::new(<$mio>::from_std(std)),
+                    // A socket from elsewhere may carry timeouts.
+                    s: $crate::socket::Socket::new(<$mio>::from_std(std), true),
                 }
             }
         }

@@ -11,17 +11,29 @@ macro_rules! impl_stream_io {
     ($ty:ident, $read:expr, $write:expr) => {
         impl $ty {
             /// One read, recording `site` if it waits.
+            /// One read, recording `site` if it waits. A read shorter than `buf` (and not
+            /// EOF) emptied the socket's receive buffer.
             fn read_at(&self, buf: &mut [u8], site: Site) -> io::Result<usize> {
-                self.s
-                    .io(Interest::READABLE, Timeout::Read, site, |mut s| s.read(buf))
+                let len = buf.len();
+                self.s.io_drain(
+                    Interest::READABLE,
+                    Timeout::Read,
+                    site,
+                    |mut s| s.read(buf),
+                    |&n| n > 0 && n < len,
+                )
             }
 
-            /// One write, recording `site` if it waits.
+            /// One write, recording `site` if it waits. A write shorter than `buf` filled the
+            /// socket's send buffer.
             fn write_at(&self, buf: &[u8], site: Site) -> io::Result<usize> {
-                self.s
-                    .io(Interest::WRITABLE, Timeout::Write, site, |mut s| {
-                        s.write(buf)
-                    })
+                self.s.io_drain(
+                    Interest::WRITABLE,
+                    Timeout::Write,
+                    site,
+                    |mut s| s.write(buf),
+                    |&n| n < buf.len(),
+                )
             }
         }
 

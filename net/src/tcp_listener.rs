@@ -25,7 +25,7 @@ impl fmt::Debug for TcpListener {
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }
-        d.field("fd", &self.as_raw_fd()).finish()
+        d.field("fd", &self.s.fd()).finish()
     }
 }
 
@@ -35,7 +35,7 @@ impl TcpListener {
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
         sys::each_addr(addr, |a| {
             Ok(TcpListener {
-                s: Socket::new(mio::net::TcpListener::bind(*a)?),
+                s: Socket::new(mio::net::TcpListener::bind(*a)?, false),
             })
         })
     }
@@ -50,7 +50,7 @@ impl TcpListener {
         let (s, addr) = self
             .s
             .io(Interest::READABLE, Timeout::None, site, |l| l.accept())?;
-        Ok((TcpStream::from_mio(s), addr))
+        Ok((TcpStream::from_mio(s, self.s.timeouts_unknown()), addr))
     }
 
     /// An endless iterator of accepted connections (`accept` in a loop).

@@ -32,7 +32,7 @@ impl fmt::Debug for TcpStream {
         if let Ok(a) = self.peer_addr() {
             d.field("peer", &a);
         }
-        d.field("fd", &self.as_raw_fd()).finish()
+        d.field("fd", &self.s.fd()).finish()
     }
 }
 
@@ -71,7 +71,7 @@ impl TcpStream {
         site: Site,
     ) -> io::Result<TcpStream> {
         let stream = TcpStream {
-            s: Socket::new(mio::net::TcpStream::connect(*addr)?),
+            s: Socket::new(mio::net::TcpStream::connect(*addr)?, false),
         };
         // The connect is in progress; it has finished when the socket reports writable (or an
         // error). Then SO_ERROR holds the outcome, and a connected socket has a peer.
@@ -90,8 +90,11 @@ impl TcpStream {
         Ok(stream)
     }
 
-    pub(crate) fn from_mio(s: mio::net::TcpStream) -> TcpStream {
-        TcpStream { s: Socket::new(s) }
+    /// Wraps a stream this crate connected or accepted (see `Socket::new`).
+    pub(crate) fn from_mio(s: mio::net::TcpStream, timeouts_unknown: bool) -> TcpStream {
+        TcpStream {
+            s: Socket::new(s, timeouts_unknown),
+        }
     }
 
     /// The remote address.

@@ -28,7 +28,7 @@ impl fmt::Debug for UdpSocket {
         if let Ok(a) = self.local_addr() {
             d.field("addr", &a);
         }
-        d.field("fd", &self.as_raw_fd()).finish()
+        d.field("fd", &self.s.fd()).finish()
     }
 }
 
@@ -37,7 +37,7 @@ impl UdpSocket {
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
         sys::each_addr(addr, |a| {
             Ok(UdpSocket {
-                s: Socket::new(mio::net::UdpSocket::bind(*a)?),
+                s: Socket::new(mio::net::UdpSocket::bind(*a)?, false),
             })
         })
     }

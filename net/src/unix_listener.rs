@@ -29,7 +29,7 @@ impl fmt::Debug for UnixListener {
         if let Ok(a) = self.local_addr() {
             d.field("local", &a);
         }
-        d.field("fd", &self.as_raw_fd()).finish()
+        d.field("fd", &self.s.fd()).finish()
     }
 }
 
@@ -37,7 +37,7 @@ impl UnixListener {
     /// Binds to `path` and listens (`AddrInUse` if the path exists).
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
         Ok(UnixListener {
-            s: Socket::new(mio::net::UnixListener::bind(path)?),
+            s: Socket::new(mio::net::UnixListener::bind(path)?, false),
         })
     }
 
@@ -51,7 +51,7 @@ impl UnixListener {
         let (s, addr) = self
             .s
             .io(Interest::READABLE, Timeout::None, site, |l| l.accept())?;
-        Ok((UnixStream::from_mio(s), addr))
+        Ok((UnixStream::from_mio(s, self.s.timeouts_unknown()), addr))
     }
 
     /// An endless iterator of accepted connections.

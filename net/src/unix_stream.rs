@@ -34,7 +34,7 @@ impl fmt::Debug for UnixStream {
         if let Ok(a) = self.peer_addr() {
             d.field("peer", &a);
         }
-        d.field("fd", &self.as_raw_fd()).finish()
+        d.field("fd", &self.s.fd()).finish()
     }
 }
 
@@ -54,7 +54,7 @@ impl UnixStream {
         let mut recorded = None;
         loop {
             match mio::net::UnixStream::connect(path) {
-                Ok(s) => return Ok(UnixStream::from_mio(s)),
+                Ok(s) => return Ok(UnixStream::from_mio(s, false)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     recorded.get_or_insert_with(|| site.record());
                     let until = Instant::now() + pause;
@@ -69,11 +69,17 @@ impl UnixStream {
     /// A connected pair of sockets.
     pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
         let (a, b) = mio::net::UnixStream::pair()?;
-        Ok((UnixStream::from_mio(a), UnixStream::from_mio(b)))
+        Ok((
+            UnixStream::from_mio(a, false),
+            UnixStream::from_mio(b, false),
+        ))
     }
 
-    pub(crate) fn from_mio(s: mio::net::UnixStream) -> UnixStream {
-        UnixStream { s: Socket::new(s) }
+    /// Wraps a stream this crate connected, paired or accepted (see `Socket::new`).
+    pub(crate) fn from_mio(s: mio::net::UnixStream, timeouts_unknown: bool) -> UnixStream {
+        UnixStream {
+            s: Socket::new(s, timeouts_unknown),
+        }
     }
 
     /// The local address.

@@ -250,6 +250,39 @@ fn read_timeout_is_timed_out_within_tolerance() {
     });
 }
 
+/// Timeouts set behind our back — through a std handle on a duplicate of a lent fd, or
+/// inherited by an accepted socket from its listener — are honoured like our own.
+#[test]
+fn timeouts_set_through_a_lent_fd_or_inherited_are_honoured() {
+    both(LIMIT, |env| {
+        let t = Duration::from_millis(100);
+        let check = |s: &TcpStream, how: &str| {
+            let start = Instant::now();
+            let e = (&*s).read(&mut [0u8; 8]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{how}, {}", env.name());
+            assert!(start.elapsed() >= t, "{how}: returned early");
+        };
+        // `SO_RCVTIMEO` through a std handle on a duplicate of the fd (std's setter is a plain
+        // setsockopt, whatever kind of socket the fd is).
+        let set_behind_our_back = |fd: std::os::fd::BorrowedFd<'_>| {
+            std::net::TcpStream::from(fd.try_clone_to_owned().unwrap())
+                .set_read_timeout(Some(t))
+                .unwrap();
+        };
+        let (l, addr) = listener();
+        let _c = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        set_behind_our_back(s.as_fd());
+        check(&s, "set through a duplicate of the lent fd");
+
+        let (l, addr) = listener();
+        set_behind_our_back(l.as_fd());
+        let _c = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        check(&s, "inherited from the listener");
+    });
+}
+
 #[test]
 fn write_timeout_when_peer_does_not_read() {
     both(LIMIT, |_env| {

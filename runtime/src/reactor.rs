@@ -317,12 +317,30 @@ mod mio_reactor {
             deadline: Option<Instant>,
             op: impl FnMut() -> io::Result<R>,
         ) -> io::Result<R> {
-            let dir = if interest.is_readable() {
+            self.io.wait(Self::direction(interest), deadline, op)
+        }
+
+        /// [`do_io`](Self::do_io) with `drained` and `prepare` as in
+        /// [`ScheduledIo::wait_with`](readiness::ScheduledIo::wait_with): a successful `op`
+        /// that emptied the buffer clears readiness (the next call parks without a failing
+        /// syscall), and the deadline and a guard are computed only if the call parks.
+        pub fn do_io_with<R, G>(
+            &self,
+            interest: Interest,
+            op: impl FnMut() -> io::Result<R>,
+            drained: impl Fn(&R) -> bool,
+            prepare: impl FnMut() -> io::Result<(Option<Instant>, G)>,
+        ) -> io::Result<R> {
+            self.io
+                .wait_with(Self::direction(interest), op, drained, prepare)
+        }
+
+        fn direction(interest: Interest) -> Direction {
+            if interest.is_readable() {
                 Direction::Read
             } else {
                 Direction::Write
-            };
-            self.io.wait(dir, deadline, op)
+            }
         }
 
         /// The reactor this registration belongs to.

@@ -22,7 +22,11 @@
 //! # The protocol of a blocking call (`wait`)
 //!
 //! 1. `snap = state.load()`.
-//! 2. Run the syscall. Anything but `WouldBlock` is returned.
+//! 2. If `snap` has the direction's ready flag (or a closing flag), run the syscall; anything
+//!    but `WouldBlock` is returned. If not, skip to 4: the flag is cleared only by step 3 or
+//!    after a successful syscall that drained the buffer (a short stream read or write, see
+//!    `wait_with`), in both cases only if no event arrived since that attempt's snapshot, so
+//!    the syscall would fail; a registration starts with both flags set.
 //! 3. `clear_ready(snap)`: clear the direction's flag if the tick still equals `snap`'s; if the
 //!    tick moved, an event arrived after step 1, so go back to 1 without parking.
 //! 4. Lock the direction's list; if the tick moved since `snap`, unlock and go back to 1;
@@ -156,10 +160,11 @@ impl Drop for WaiterGuard<'_> {
 }
 
 impl ScheduledIo {
-    /// A registration with no readiness and no waiters.
+    /// A registration with no waiters, whose directions count as ready until a syscall says
+    /// otherwise (the first call always tries its syscall).
     pub fn new() -> Self {
         Self {
-            state: AtomicUsize::new(0),
+            state: AtomicUsize::new(READABLE | WRITABLE),
             read: Mutex::new(WaiterList::default()),
             write: Mutex::new(WaiterList::default()),
         }
@@ -239,26 +244,60 @@ impl ScheduledIo {
 
     /// Runs `op` until it returns something other than `WouldBlock`, parking the caller between
     /// attempts until an event for `dir` (or a closing event) arrives or `deadline` passes
-    /// (then `TimedOut`; the syscall is tried once more first). After [`SHUTDOWN`], a
-    /// `WouldBlock` becomes an error instead of a park.
+    /// (then `TimedOut`; the syscall is tried once more first, if readiness allows). After
+    /// [`SHUTDOWN`], a `WouldBlock` becomes an error instead of a park.
     pub fn wait<R>(
         &self,
         dir: Direction,
         deadline: Option<Instant>,
+        op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.wait_with(dir, op, |_| false, || Ok((deadline, ())))
+    }
+
+    /// [`wait`](Self::wait), with two refinements for the socket layer:
+    ///
+    /// * `drained(&result)`: true when a successful `op` proves that it emptied the kernel
+    ///   buffer for `dir` (a stream read shorter than its buffer, a write shorter than its
+    ///   data). The ready flag is then cleared as after a `WouldBlock` (only if no event arrived
+    ///   since the snapshot), so the next call parks without a syscall that would fail.
+    /// * `prepare()`: called once, just before the first park, for the deadline and a guard kept
+    ///   until the call returns (the socket layer reads its timeout and records the wait for
+    ///   `Runtime::dump` there, so a call that never parks pays for neither).
+    pub fn wait_with<R, G>(
+        &self,
+        dir: Direction,
         mut op: impl FnMut() -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
+        mut prepare: impl FnMut() -> io::Result<(Option<Instant>, G)>,
     ) -> io::Result<R> {
         let list = self.list(dir);
         let mut timed_out = false;
+        let mut prepared: Option<(Option<Instant>, G)> = None;
         loop {
             let snap = self.state.load(Acquire);
-            match op() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-            if snap & SHUTDOWN != 0 {
-                return Err(io::Error::other(
-                    "the socket's reactor registration is gone",
-                ));
+            // Step 2 is skipped while the snapshot says the direction is not ready: the flag is
+            // cleared only after a `WouldBlock` or a draining `op` with no event since, so the
+            // syscall would fail; any later event moves the tick, which step 4 sees.
+            if snap & (dir.ready_flag() | WAKE_ALL) != 0 {
+                match op() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Ok(r) => {
+                        if drained(&r) {
+                            self.clear_ready(snap, dir);
+                        }
+                        return Ok(r);
+                    }
+                    Err(e) => return Err(e),
+                }
+                if snap & SHUTDOWN != 0 {
+                    return Err(io::Error::other(
+                        "the socket's reactor registration is gone",
+                    ));
+                }
+                if !self.clear_ready(snap, dir) {
+                    continue;
+                }
             }
             if timed_out {
                 return Err(io::Error::new(
@@ -266,9 +305,10 @@ impl ScheduledIo {
                     "the operation timed out",
                 ));
             }
-            if !self.clear_ready(snap, dir) {
-                continue;
-            }
+            let deadline = match &prepared {
+                Some((deadline, _)) => *deadline,
+                None => prepared.insert(prepare()?).0,
+            };
             let unparker = park::unparker();
             let epoch = {
                 let mut l = list.lock();
@@ -308,6 +348,13 @@ mod tests {
     #[test]
     fn flags_and_tick() {
         let io = ScheduledIo::new();
+        assert_eq!(
+            io.readiness(),
+            READABLE | WRITABLE,
+            "a new registration tries first"
+        );
+        let snap = io.state.load(Acquire);
+        assert!(io.clear_ready(snap, Direction::Write));
         io.set_ready(READABLE);
         assert_eq!(io.readiness(), READABLE);
         let snap = io.state.load(Acquire);
@@ -316,6 +363,42 @@ mod tests {
         io.set_ready(WRITABLE);
         assert!(!io.clear_ready(snap, Direction::Write), "tick moved");
         assert_eq!(io.readiness(), WRITABLE);
+    }
+
+    /// After an `op` that drained the buffer, the next call parks without running `op` until
+    /// an event arrives.
+    #[test]
+    fn a_drained_direction_parks_without_a_syscall_until_an_event() {
+        let io = Arc::new(ScheduledIo::new());
+        let n = io
+            .wait_with(
+                Direction::Read,
+                || Ok(3usize),
+                |&n| n < 8,
+                || Ok((None, ())),
+            )
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            io.readiness() & READABLE,
+            0,
+            "a short read clears readiness"
+        );
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = {
+            let (io, calls) = (io.clone(), calls.clone());
+            std::thread::spawn(move || {
+                io.wait(Direction::Read, None, || {
+                    calls.fetch_add(1, SeqCst);
+                    Ok(7usize)
+                })
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(calls.load(SeqCst), 0, "no syscall while not ready");
+        io.set_ready(READABLE);
+        assert_eq!(reader.join().unwrap().unwrap(), 7);
+        assert_eq!(calls.load(SeqCst), 1);
     }
 
     #[test]
@@ -396,6 +479,36 @@ mod loom_tests {
             let data = Arc::new(AtomicBool::new(false));
             let (io2, data2) = (io.clone(), data.clone());
             let reader = thread::spawn(move || io2.wait(Direction::Read, None, || take(&data2)));
+            data.store(true, Release);
+            io.set_ready(READABLE);
+            reader.join().unwrap().unwrap();
+            assert_eq!(io.waiter_count(Direction::Read), 0);
+        });
+    }
+
+    /// A short read clears readiness; new data (and its event) may land anywhere around that
+    /// clear and the next call, which skips its syscall while the flag is clear: the second
+    /// read must still get the data.
+    #[test]
+    fn event_racing_a_drained_read() {
+        loom::model(|| {
+            let io = Arc::new(ScheduledIo::new());
+            let data = Arc::new(AtomicBool::new(true));
+            let (io2, data2) = (io.clone(), data.clone());
+            let reader = thread::spawn(move || {
+                io2.wait_with(
+                    Direction::Read,
+                    || take(&data2),
+                    |_| true,
+                    || Ok((None, ())),
+                )
+                .unwrap();
+                io2.wait(Direction::Read, None, || take(&data2))
+            });
+            // The second unit of data arrives after the first was taken (or not yet).
+            while data.load(Acquire) {
+                thread::yield_now();
+            }
             data.store(true, Release);
             io.set_ready(READABLE);
             reader.join().unwrap().unwrap();
