@@ -105,6 +105,9 @@ pub(crate) fn snapshot(shared: &Shared) -> Dump {
         .filter_map(|task| {
             let header = &task.header;
             let state = match header.state.lifecycle() {
+                Lifecycle::Running if header.yielded.load(crate::loom::Ordering::Relaxed) => {
+                    FiberState::Runnable
+                }
                 Lifecycle::Running => FiberState::Running,
                 Lifecycle::Scheduled => FiberState::Runnable,
                 Lifecycle::Parked => FiberState::Parked,

@@ -14,7 +14,10 @@
 //!
 //! * spawn → SCHEDULED; the pusher owns the fiber until a worker pops it.
 //! * pop: SCHEDULED → RUNNING ([`TaskState::start_running`]), by the popping worker.
-//! * yield: RUNNING → SCHEDULED, by the worker after the fiber suspended.
+//! * yield: RUNNING → SCHEDULED, by the worker after the fiber suspended — except for a pinned
+//!   fiber of a non-migrating runtime, which goes to its worker's private queue and stays
+//!   RUNNING (owned by that worker; a wake only leaves the token either way), so a yield costs
+//!   no read-modify-write; the worker pops it without `start_running`.
 //! * park, in two halves. The fiber first consumes a pending token ([`TaskState::take_token`])
 //!   and, if there was none, suspends. Only after the switch — when its stack is fully saved —
 //!   does the worker publish PARKED ([`TaskState::finish_park`]); if a token arrived in between,

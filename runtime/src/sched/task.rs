@@ -52,6 +52,9 @@ pub(crate) struct Header {
     pub(crate) cancel_delivered: AtomicBool,
     /// Set while the fiber must not unwind on cancellation (see `worker::CancelShield`).
     pub(crate) cancel_shield: AtomicBool,
+    /// True while the fiber waits in its home worker's queue after `yield_now` without having
+    /// left RUNNING (see `WorkerContext::run_task`); only `Runtime::dump` reads it.
+    pub(crate) yielded: AtomicBool,
     /// What the fiber is blocked on, for `Runtime::dump` (written by the fiber itself).
     pub(crate) wait: super::wait_slot::WaitSlot,
 }
@@ -204,6 +207,7 @@ where
             registry_slot: AtomicUsize::new(usize::MAX),
             cancel_delivered: AtomicBool::new(false),
             cancel_shield: AtomicBool::new(false),
+            yielded: AtomicBool::new(false),
             wait: super::wait_slot::WaitSlot::new(),
         },
         body: BodyImpl {

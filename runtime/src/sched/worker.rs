@@ -25,7 +25,7 @@ use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::stack;
 
 use super::idle::WorkerParker;
-use super::state::ParkOutcome;
+use super::state::{Lifecycle, ParkOutcome};
 use super::task::{Body, Cancelled, Task, TaskRef, NO_HOME};
 use super::worker_idle::SpinBudget;
 use super::Shared;
@@ -424,7 +424,12 @@ impl WorkerContext {
     fn run_task(&self, task: TaskRef) {
         let shared = &self.shared;
         let header = &task.header;
-        header.state.start_running();
+        if header.state.lifecycle() == Lifecycle::Scheduled {
+            header.state.start_running();
+        } else {
+            // A pinned fiber that yielded stayed RUNNING (see the yield branch below).
+            header.yielded.store(false, Relaxed);
+        }
         let home = header.home.load(Acquire);
         if home != NO_HOME && home != self.index && !shared.config.migrate {
             // A pinned fiber reached the wrong worker (e.g. through the injector): send it home.
@@ -487,6 +492,15 @@ impl WorkerContext {
         CURRENT_TASK.with(|c| c.set(None));
         match outcome {
             None => {}
+            Some(false) if suspended_with == SUSPEND_YIELD && !shared.config.migrate => {
+                // A yielding pinned fiber goes to this worker's own pinned queue, which no other
+                // thread pops, so it stays RUNNING ("owned by a worker that is about to decide
+                // where it goes"): a wake or a timer meanwhile only leaves the token, exactly as
+                // for SCHEDULED, and the two atomic read-modify-writes of SCHEDULED and back are
+                // saved. `yielded` tells `Runtime::dump` it is runnable, not running.
+                header.yielded.store(true, Relaxed);
+                self.local.borrow_mut().pinned.push_back(task);
+            }
             Some(false) => {
                 header.state.yield_now();
                 let mut local = self.local.borrow_mut();
