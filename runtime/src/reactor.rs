@@ -320,10 +320,12 @@ mod mio_reactor {
             self.io.wait(Self::direction(interest), deadline, op)
         }
 
-        /// [`do_io`](Self::do_io) with `drained` and `prepare` as in
-        /// [`ScheduledIo::wait_with`](readiness::ScheduledIo::wait_with): a successful `op`
-        /// that emptied the buffer clears readiness (the next call parks without a failing
-        /// syscall), and the deadline and a guard are computed only if the call parks.
+        /// [`do_io`](Self::do_io) with two refinements: `drained(&result)` says a successful
+        /// `op` emptied the kernel buffer (a short stream read or write), which clears the
+        /// direction's readiness so the next call parks without a failing syscall (only if no
+        /// event arrived meanwhile); `prepare()` gives the deadline and a guard kept until the
+        /// call returns, and is called only if the call parks (`reactor/readiness.rs` has the
+        /// protocol).
         pub fn do_io_with<R, G>(
             &self,
             interest: Interest,
