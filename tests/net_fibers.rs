@@ -41,6 +41,15 @@ fn pattern(i: usize, len: usize) -> Vec<u8> {
 }
 
 /// CPU time (user + system) of this process so far.
+/// The tests of this file run one at a time: the idle test measures the whole process's CPU
+/// time, which a concurrently running test would add to.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// CPU time (user + system) of the whole process.
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
@@ -54,6 +63,7 @@ fn cpu_time() -> Duration {
 
 #[test]
 fn thousand_connections_fiber_per_connection_echo() {
+    let _serial = one_at_a_time();
     let _w = watchdog("thousand_connections", Duration::from_secs(120));
     const THREADS: usize = 20;
     const PER_THREAD: usize = 50; // 1,000 connections, all open at once
@@ -132,6 +142,7 @@ fn thousand_connections_fiber_per_connection_echo() {
 
 #[test]
 fn ten_thousand_blocked_fibers_cost_no_cpu() {
+    let _serial = one_at_a_time();
     let _w = watchdog("ten_thousand_blocked", Duration::from_secs(120));
     const ACCEPTORS: usize = 100;
     const PAIRS: usize = 100;
@@ -202,6 +213,7 @@ fn ten_thousand_blocked_fibers_cost_no_cpu() {
 
 #[test]
 fn fiber_read_timeout_and_cancel_while_blocked() {
+    let _serial = one_at_a_time();
     let _w = watchdog("fiber_timeout_cancel", Duration::from_secs(60));
     let rt = Runtime::builder().workers(2).build().unwrap();
     let (a, b) = UnixStream::pair().unwrap();
