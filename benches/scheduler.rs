@@ -39,19 +39,10 @@ const SLEEPS_PER_FIBER: u64 = 10;
 const SLEEP_FOR: Duration = Duration::from_millis(1);
 
 mod common;
+#[path = "common/proc_status.rs"]
+mod proc_status;
 use common::runtimes;
-
-/// A line of `/proc/self/status` (e.g. `VmHWM`) in KiB.
-fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim_start_matches(':')
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
+use proc_status::proc_status_kib;
 
 /// One `spawn` run on filament: 1,000,000 fibers, a shared counter, a `WaitGroup`.
 fn spawn_filament(rt: &filament::Runtime) {

@@ -41,9 +41,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use filament::net::{TcpListener, TcpStream};
+
+#[path = "../benches/common/proc_status.rs"]
+mod proc_status;
 use filament::sync::channel::{self, RecvTimeoutError};
 use filament::sync::WaitGroup;
 use filament::{JoinHandle, Runtime};
+use proc_status::proc_status_kib;
 
 const USAGE: &str = "\
 tour: filament's features in under 30 seconds, measured and checked
@@ -847,24 +851,16 @@ fn truncated_dump(rt: &Runtime, max_lines: usize) -> String {
 /// The summary table, columns aligned.
 fn table(rows: &[Row]) -> String {
     let header = ("step", "workload", "result");
-    let w0 = rows
-        .iter()
-        .map(|r| r.step.len())
-        .chain([header.0.len()])
-        .max()
-        .unwrap_or(0);
-    let w1 = rows
-        .iter()
-        .map(|r| r.workload.len())
-        .chain([header.1.len()])
-        .max()
-        .unwrap_or(0);
-    let w2 = rows
-        .iter()
-        .map(|r| r.result.len())
-        .chain([header.2.len()])
-        .max()
-        .unwrap_or(0);
+    let width = |column: fn(&Row) -> &str, title: &str| {
+        rows.iter()
+            .map(|r| column(r).len())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w0 = width(|r| &r.step, header.0);
+    let w1 = width(|r| &r.workload, header.1);
+    let w2 = width(|r| &r.result, header.2);
     let mut out = String::new();
     let _ = writeln!(out, "  {:<w0$}  {:<w1$}  {}", header.0, header.1, header.2);
     let _ = writeln!(
@@ -878,18 +874,6 @@ fn table(rows: &[Row]) -> String {
         let _ = writeln!(out, "  {:<w0$}  {:<w1$}  {}", r.step, r.workload, r.result);
     }
     out
-}
-
-/// A field of `/proc/self/status` (e.g. `VmHWM`), in KiB; `None` where there is no procfs.
-fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim_start_matches(':')
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Nanoseconds per item.

@@ -204,10 +204,10 @@ mod mio_reactor {
                 if event.is_error() {
                     flags |= readiness::ERROR;
                 }
-                // SAFETY: every token other than WAKER_TOKEN and TIMER_TOKEN is a pointer from `Arc::into_raw`
-                // in `register`. That reference is released only by `release_deregistered`, at
-                // the start of a later poll, after the source left epoll (module docs); we hold
-                // the poll lock, so it is still alive here.
+                // SAFETY: every token other than WAKER_TOKEN and TIMER_TOKEN is a pointer from
+                // `Arc::into_raw` in `register`. That reference is released only by
+                // `release_deregistered`, at the start of a later poll, after the source left
+                // epoll (module docs); we hold the poll lock, so it is still alive here.
                 let io = unsafe { &*(token.0 as *const ScheduledIo) };
                 io.set_ready(flags);
                 handled += 1;

@@ -101,8 +101,9 @@ impl Timers {
         self.epoch + Duration::from_nanos(n)
     }
 
-    /// Adds a timer from worker `worker` (it picks the shard); returns true if the poller must
-    /// be woken to honour it (it sleeps towards a later deadline).
+    /// Adds a timer to the shard of worker `worker` (the fiber's home, so usually the adding
+    /// thread's own); returns true if the poller must be woken to honour it (it sleeps towards
+    /// a later deadline).
     pub(crate) fn add(
         &self,
         deadline: Instant,

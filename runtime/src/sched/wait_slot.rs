@@ -108,33 +108,50 @@ mod tests {
         assert_eq!(slot.get(), None);
     }
 
-    /// A reader racing a writer never sees a record mixed from two writes.
+    /// A reader racing a writer never sees a record mixed from two writes. The writer keeps
+    /// writing until the reader has read 100,000 times, so the two really overlap.
     #[test]
     fn a_reader_never_sees_a_torn_record() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        const READS: usize = 100_000;
         let slot = std::sync::Arc::new(WaitSlot::new());
+        let reads = std::sync::Arc::new(AtomicUsize::new(0));
         let a = Location::caller();
         let b = Location::caller();
         let writer = {
-            let slot = slot.clone();
+            let (slot, reads) = (slot.clone(), reads.clone());
             std::thread::spawn(move || {
-                for i in 0..200_000 {
-                    match i % 3 {
+                let mut writes = 0u64;
+                while reads.load(Relaxed) < READS {
+                    match writes % 3 {
                         0 => slot.set("mutex lock", a),
                         1 => slot.set("sleep", b),
                         _ => slot.clear(),
                     }
+                    writes += 1;
                 }
+                writes
             })
         };
-        while !writer.is_finished() {
+        let mut seen = [0usize; 3];
+        for _ in 0..READS {
             match slot.get() {
-                None => {}
-                Some(("mutex lock", at)) => assert_eq!(at, a),
-                Some(("sleep", at)) => assert_eq!(at, b),
+                None => seen[2] += 1,
+                Some(("mutex lock", at)) => {
+                    assert_eq!(at, a);
+                    seen[0] += 1;
+                }
+                Some(("sleep", at)) => {
+                    assert_eq!(at, b);
+                    seen[1] += 1;
+                }
                 Some(other) => panic!("torn record {other:?}"),
             }
+            reads.fetch_add(1, Relaxed);
         }
-        writer.join().unwrap();
+        let writes = writer.join().unwrap();
+        assert!(writes > 0, "the writer never ran");
+        assert_eq!(seen.iter().sum::<usize>(), READS);
     }
 }
 

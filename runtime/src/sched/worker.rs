@@ -273,10 +273,12 @@ fn prepare_park(
         }
         let shared = &task.header.shared;
         let me = current_task_ref().expect("running task");
-        let worker = current().map_or(0, |w| w.index);
+        // The timer shard of the fiber's home worker: where a started fiber runs unless the
+        // runtime migrates fibers (any shard is correct; this one is usually local).
+        let home = task.header.home.load(Relaxed);
         if shared
             .timers
-            .add(d, me, task.header.state.generation(), worker)
+            .add(d, me, task.header.state.generation(), home)
         {
             shared.reactor.wake();
         }

@@ -35,7 +35,7 @@ use super::task::TaskRef;
 use super::worker::{WorkerContext, SPARE_IDLE};
 
 /// The longest a worker spins before it parks.
-pub(crate) const MAX_SPIN: Duration = Duration::from_micros(50);
+const MAX_SPIN: Duration = Duration::from_micros(50);
 /// Below this budget the worker parks at once.
 const MIN_SPIN: Duration = Duration::from_nanos(500);
 
@@ -59,13 +59,12 @@ impl SpinBudget {
     /// An idle period of this worker ended after `idle`.
     pub(crate) fn record_idle(&mut self, idle: Duration) {
         self.budget = if idle <= MAX_SPIN {
-            (idle * 2).clamp(self.budget, MAX_SPIN)
+            // Spinning would have covered it: at least twice this period, never less than
+            // before, and at least the minimum (so a worker that stopped spinning starts again).
+            (idle * 2).clamp(self.budget.max(MIN_SPIN), MAX_SPIN)
         } else {
             self.budget / 2
         };
-        if idle <= MAX_SPIN && self.budget < MIN_SPIN {
-            self.budget = MIN_SPIN;
-        }
     }
 }
 
