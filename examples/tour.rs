@@ -858,7 +858,7 @@ fn table(rows: &[Row]) -> String {
             .max()
             .unwrap_or(0)
     };
-    let w0 = width(|r| &r.step, header.0);
+    let w0 = width(|r| r.step, header.0);
     let w1 = width(|r| &r.workload, header.1);
     let w2 = width(|r| &r.result, header.2);
     let mut out = String::new();
