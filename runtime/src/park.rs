@@ -78,6 +78,78 @@ impl fmt::Debug for Unparker {
     }
 }
 
+/// The wake handle of a waiter record that lives in the waiter's own frame: like an
+/// [`Unparker`], but for a fiber it is a plain pointer to the fiber's task, with no reference
+/// count, so getting one and dropping it cost no atomic operation. (For an OS thread it holds a
+/// `Thread` handle, a counted reference: threads are the slow path.)
+///
+/// It is sound to use only while its owner is still inside the wait it was published for: the
+/// owner's stack frame (which holds it) is what keeps the fiber, and so its task, alive. The
+/// sync primitives guarantee that with a claim: a waker that has claimed a waiter (the owner now
+/// cannot return before the waker says it is done) unparks it, and only then releases it.
+pub struct FrameUnparker {
+    inner: FrameInner,
+}
+
+enum FrameInner {
+    Thread(thread::Thread),
+    #[cfg(not(loom))]
+    Fiber(crate::sched::TaskPtr),
+}
+
+// SAFETY: the fiber variant is a pointer to a task, whose state word is atomic and whose wake
+// path (`sched::unpark_task`) may run on any thread; the pointer is dereferenced only under the
+// contract of `FrameUnparker::unpark`, which keeps the task alive.
+unsafe impl Send for FrameUnparker {}
+// SAFETY: as for `Send`: `unpark` takes `&self` and is safe to call from several threads.
+unsafe impl Sync for FrameUnparker {}
+
+impl FrameUnparker {
+    /// The handle of the calling fiber, or of the calling OS thread outside a fiber.
+    #[inline]
+    pub fn current() -> FrameUnparker {
+        #[cfg(not(loom))]
+        if let Some(task) = crate::sched::current_task_ptr() {
+            return FrameUnparker {
+                inner: FrameInner::Fiber(task),
+            };
+        }
+        FrameUnparker {
+            inner: FrameInner::Thread(thread::current()),
+        }
+    }
+
+    /// Sets the owner's token and wakes it if it is parked, as [`Unparker::unpark`].
+    ///
+    /// # Safety
+    ///
+    /// The owner (the fiber or thread that called [`FrameUnparker::current`]) must not have
+    /// returned from the wait this handle was published for, and must not be able to until this
+    /// call returns: for a fiber, that is what keeps its task alive.
+    #[inline]
+    pub unsafe fn unpark(&self) {
+        match &self.inner {
+            FrameInner::Thread(t) => t.unpark(),
+            // SAFETY: the owner is still in its wait (caller's contract), so its task is alive.
+            #[cfg(not(loom))]
+            FrameInner::Fiber(task) => unsafe { crate::sched::unpark_task(*task) },
+        }
+    }
+}
+
+impl fmt::Debug for FrameUnparker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            FrameInner::Thread(t) => f
+                .debug_tuple("FrameUnparker::Thread")
+                .field(&t.id())
+                .finish(),
+            #[cfg(not(loom))]
+            FrameInner::Fiber(_) => f.write_str("FrameUnparker::Fiber"),
+        }
+    }
+}
+
 /// The [`Unparker`] of the calling fiber, or of the calling OS thread outside a fiber.
 pub fn unparker() -> Unparker {
     #[cfg(not(loom))]

@@ -283,11 +283,11 @@ impl<T: ?Sized> Mutex<T> {
                 if list.is_empty() {
                     self.state.fetch_and(!(HAS_WAITERS | STARVING), Relaxed);
                 }
-                // LOCKED stays set: ownership (and, through the Release in `finish`, our writes)
+                // LOCKED stays set: ownership (and, through the Release in `Wake::wake`, our writes)
                 // passes to the waiter.
                 let u = claim.finish(Kind::Handoff);
                 drop(list);
-                u.unpark();
+                u.wake();
                 return;
             }
         }
@@ -302,7 +302,7 @@ impl<T: ?Sized> Mutex<T> {
         let u = claim.map(|c| c.finish(Kind::Retry));
         drop(list);
         if let Some(u) = u {
-            u.unpark();
+            u.wake();
         }
     }
 
@@ -323,7 +323,7 @@ impl<T: ?Sized> Mutex<T> {
         let u = claim.map(|c| c.finish(Kind::Retry));
         drop(list);
         if let Some(u) = u {
-            u.unpark();
+            u.wake();
         }
     }
 }

@@ -32,23 +32,29 @@
 //!   unlinks its own nodes (under that lock) before its frame is left, unless a waker already
 //!   unlinked it in [`WaitList::claim`].
 //! * A waker dereferences a node's context only while the node is linked and it holds the lock;
-//!   after a successful claim (state BUSY) the owner cannot leave: it waits for SELECTED. The waker
-//!   clones the unparker *before* storing SELECTED, and touches nothing of the owner afterwards.
+//!   after a successful claim (state BUSY) the owner cannot leave: it waits for SELECTED. So the
+//!   waker unparks the owner *while* the context is BUSY (through the context's
+//!   [`FrameUnparker`], an uncounted handle that is valid exactly as long as the owner stays in
+//!   its frame), then stores SELECTED, and touches nothing of the owner afterwards. No reference
+//!   count is taken or dropped for a wait.
 //!
 //! # No lost wake-up
 //!
 //! The owner links its node under the primitive's lock after checking the condition under the same
 //! lock; a waker changes the condition under that lock and then claims. So either the owner saw
-//! the new condition, or its node was linked when the waker looked. The claim stores SELECTED
-//! (Release) before `unpark`; park's token semantics make the owner's `park` return even if the
-//! unpark came first, and the owner re-reads the state (Acquire) after every return.
+//! the new condition, or its node was linked when the waker looked. The waker unparks, then
+//! stores SELECTED (Release); park's token semantics make the owner's `park` return even if the
+//! unpark came before it, and the owner re-reads the state (Acquire) after every return. An
+//! owner that finds its context BUSY never parks (the unpark may already have been spent): it
+//! spins, yielding, until the waker's store, which follows within a few instructions (the
+//! unpark in between is a queue push, at worst a wake of a sleeping worker).
 
 use std::marker::PhantomPinned;
 use std::ptr;
 use std::time::Instant;
 
 use filament_runtime::loom::{thread, AtomicUsize, Ordering::*, UnsafeCell};
-use filament_runtime::park::{park, park_until, unparker, Unparker};
+use filament_runtime::park::{park_until, FrameUnparker};
 
 const WAITING: usize = 0;
 const ABORTED: usize = 1;
@@ -109,7 +115,7 @@ impl Selected {
 #[derive(Debug)]
 pub(crate) struct Context {
     state: AtomicUsize,
-    unparker: Unparker,
+    unparker: FrameUnparker,
     _pin: PhantomPinned,
 }
 
@@ -118,7 +124,7 @@ impl Context {
     pub(crate) fn new() -> Context {
         Context {
             state: AtomicUsize::new(WAITING),
-            unparker: unparker(),
+            unparker: FrameUnparker::current(),
             _pin: PhantomPinned,
         }
     }
@@ -147,14 +153,19 @@ impl Context {
     }
 
     fn spin_until_selected(&self) -> Selected {
+        let mut spins = 0u32;
         loop {
             let s = self.state.load(Acquire);
             if s >= SELECTED_BASE {
                 return Selected::decode(s);
             }
-            // BUSY: the waker is copying a value under its lock; a few instructions.
+            // BUSY: the waker is copying a value or unparking us; a few instructions, unless
+            // its thread was preempted: then give the CPU (or the worker) to someone else.
             std::hint::spin_loop();
-            thread::yield_now();
+            spins += 1;
+            if spins >= 64 {
+                yield_now();
+            }
         }
     }
 
@@ -173,9 +184,9 @@ impl Context {
                 recorded = Some(site.record());
             }
             if s == BUSY {
-                // The claimer unparks us right after storing SELECTED.
-                park();
-                continue;
+                // The claimer unparks us, then stores SELECTED: the unpark may be spent
+                // already, so parking could sleep forever.
+                return Some(self.spin_until_selected());
             }
             debug_assert_eq!(s, WAITING);
             if park_until(deadline) {
@@ -432,17 +443,47 @@ impl Claim {
         self.reg.packet
     }
 
-    /// Publishes the selection and returns the owner's unparker; the caller must `unpark` it
-    /// (it may first release its lock).
-    pub(crate) fn finish(self, kind: Kind) -> Unparker {
-        // SAFETY: the context is BUSY, so its owner is still waiting in its frame.
-        let ctx = unsafe { &*self.reg.ctx };
-        let unparker = ctx.unparker.clone();
-        ctx.state
-            .store(Selected::encode(self.reg.op, kind), Release);
-        // From here on the owner may return and free the context; we only use our clone.
-        unparker
+    /// Decides the selection; the caller must [`Wake::wake`] the result (it may first release
+    /// its lock; a [`Wakeups`] does that for it). The context stays BUSY until then.
+    pub(crate) fn finish(self, kind: Kind) -> Wake {
+        Wake {
+            ctx: self.reg.ctx,
+            selected: Selected::encode(self.reg.op, kind),
+        }
     }
+}
+
+/// A claimed waiter whose selection is decided but not yet published: its owner is still held
+/// in its frame by the BUSY state.
+#[must_use = "a claimed waiter spins until it is woken"]
+#[derive(Debug)]
+pub(crate) struct Wake {
+    ctx: *const Context,
+    selected: usize,
+}
+
+impl Wake {
+    /// Unparks the owner, then publishes the selection (module docs: the owner cannot leave
+    /// before the store, so its frame unparker is valid for the unpark).
+    pub(crate) fn wake(self) {
+        // SAFETY: the context is BUSY (we hold the claim), so its owner is still waiting in its
+        // frame and cannot leave until the store below.
+        let ctx = unsafe { &*self.ctx };
+        // SAFETY: as above: the owner is held in its wait until we store SELECTED.
+        unsafe { ctx.unparker.unpark() };
+        ctx.state.store(self.selected, Release);
+        // From here on the owner may return and free the context: nothing of it is touched.
+    }
+}
+
+/// Yields the calling fiber (or OS thread) while a claimer finishes.
+fn yield_now() {
+    #[cfg(not(loom))]
+    if filament_runtime::park::in_fiber() {
+        filament_runtime::yield_now();
+        return;
+    }
+    thread::yield_now();
 }
 
 /// Unparkers collected under a lock, to wake after the lock is released. Holds one inline;
@@ -450,7 +491,7 @@ impl Claim {
 #[derive(Debug, Default)]
 #[must_use]
 pub(crate) struct Wakeups {
-    first: Option<Unparker>,
+    first: Option<Wake>,
 }
 
 impl Wakeups {
@@ -459,12 +500,12 @@ impl Wakeups {
         Wakeups { first: None }
     }
 
-    /// Remembers `u` (or wakes it at once if one is already held).
-    pub(crate) fn push(&mut self, u: Unparker) {
+    /// Remembers `w` (or wakes it at once if one is already held).
+    pub(crate) fn push(&mut self, w: Wake) {
         if self.first.is_none() {
-            self.first = Some(u);
+            self.first = Some(w);
         } else {
-            u.unpark();
+            w.wake();
         }
     }
 
@@ -476,8 +517,8 @@ impl Wakeups {
 
 impl Drop for Wakeups {
     fn drop(&mut self) {
-        if let Some(u) = self.first.take() {
-            u.unpark();
+        if let Some(w) = self.first.take() {
+            w.wake();
         }
     }
 }

@@ -89,7 +89,7 @@ fn submit(shared: &Arc<Shared>, task: TaskRef) -> TaskRef {
         task.header.state.cancel();
     }
     shared.registry.insert(&task);
-    shared.counters_here().spawned.fetch_add(1, Relaxed);
+    shared.bump(|c| &c.spawned);
     shared.schedule(task.clone());
     worker::spawn_backpressure();
     task

@@ -165,13 +165,19 @@ impl Shared {
         }
     }
 
-    /// The counters the calling thread bumps: its worker's own, or the runtime's shared set.
-    pub(crate) fn counters_here(&self) -> &Counters {
+    /// Adds one to a counter of the calling thread's set: its worker's own (only that worker's
+    /// thread writes it, so a load and a store do, with no locked read-modify-write), or the
+    /// runtime's shared set from any other thread.
+    #[inline]
+    pub(crate) fn bump(&self, which: impl Fn(&Counters) -> &AtomicU64) {
         match worker::current() {
             Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.shared), self) => {
-                &self.workers[ctx.index].counters
+                let c = which(&self.workers[ctx.index].counters);
+                c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
             }
-            _ => &self.counters,
+            _ => {
+                which(&self.counters).fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -213,5 +219,6 @@ pub(crate) fn in_fiber() -> bool {
 }
 
 pub(crate) use self::worker::{
-    current_fiber_ref, park_fiber, park_fiber_until_future, unpark_fiber, FiberRef,
+    current_fiber_ref, current_task_ptr, park_fiber, park_fiber_until_future, unpark_fiber,
+    unpark_task, FiberRef, TaskPtr,
 };

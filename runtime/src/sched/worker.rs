@@ -64,7 +64,7 @@ pub(crate) struct WorkerShared {
     pub(crate) busy: AtomicBool,
     /// Live fibers that started on this worker (a spare may exit only when it has none).
     pub(crate) homed: AtomicUsize,
-    /// Counters bumped by this worker's thread (see `Shared::counters_here`).
+    /// Counters bumped by this worker's thread (see `Shared::bump`).
     pub(crate) counters: CachePadded<super::Counters>,
 }
 
@@ -160,14 +160,44 @@ pub(crate) fn current_fiber_ref() -> Option<FiberRef> {
 
 /// Wakes a fiber (sets its token; queues it if it was parked).
 pub(crate) fn unpark_fiber(fiber: &FiberRef) {
-    let task = &fiber.0;
-    task.header
-        .shared
-        .counters_here()
-        .unparks
-        .fetch_add(1, Relaxed);
+    wake_task(&fiber.0);
+}
+
+/// An uncounted pointer to a task (what a `FrameUnparker` of a fiber holds).
+pub(crate) type TaskPtr = NonNull<Task<dyn Body>>;
+
+/// The running fiber's task, when called on a fiber's stack.
+#[inline]
+pub(crate) fn current_task_ptr() -> Option<TaskPtr> {
+    if !crate::fiber::in_fiber_stack() {
+        return None;
+    }
+    current_task()
+}
+
+/// Wakes the fiber of `task` (as [`unpark_fiber`]).
+///
+/// # Safety
+///
+/// The task must be alive for the whole call (the caller knows its fiber cannot finish
+/// meanwhile: it is blocked in a wait the caller holds it in).
+pub(crate) unsafe fn unpark_task(task: TaskPtr) {
+    // SAFETY: alive for this call (caller's contract).
+    wake_task(unsafe { task.as_ref() });
+}
+
+fn wake_task(task: &Task<dyn Body>) {
+    let shared = &task.header.shared;
+    shared.bump(|c| &c.unparks);
     if task.header.state.unpark() {
-        task.header.shared.schedule(task.clone());
+        // SAFETY: `task` is alive (callers) and lives in an `Arc` (every task does); the queue
+        // gets a reference of its own.
+        let task = unsafe {
+            let ptr = task as *const Task<dyn Body>;
+            Arc::increment_strong_count(ptr);
+            Arc::from_raw(ptr)
+        };
+        shared.schedule(task);
     }
 }
 
@@ -283,11 +313,7 @@ fn prepare_park(
             shared.reactor.wake();
         }
     }
-    task.header
-        .shared
-        .counters_here()
-        .parks
-        .fetch_add(1, Relaxed);
+    task.header.shared.bump(|c| &c.parks);
     None
 }
 
