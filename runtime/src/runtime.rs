@@ -263,7 +263,8 @@ impl Drop for Runtime {
         while shared.registry.live() > 0 {
             for task in shared.registry.snapshot() {
                 if task.header.state.cancel() {
-                    shared.schedule_remote(task);
+                    // SAFETY: our `cancel` moved the task out of PARKED; we hold a reference.
+                    shared.schedule_remote(unsafe { crate::sched::take_parked_ref(&task) });
                 }
             }
             thread::sleep(pause);

@@ -153,12 +153,17 @@ impl Timers {
                 }
                 let mut bucket = entry.remove();
                 taken += bucket.len();
-                out.extend(
-                    bucket
-                        .drain(..)
-                        .filter(|e| e.task.header.state.timer_fire(e.generation))
-                        .map(|e| e.task),
-                );
+                // A fired entry's park ended: the queue gets the reference the parked state
+                // owned, and the entry's own is dropped with the entry.
+                out.extend(bucket.drain(..).filter_map(|e| {
+                    e.task
+                        .header
+                        .state
+                        .timer_fire(e.generation)
+                        // SAFETY: our `timer_fire` moved the task out of PARKED; the entry
+                        // holds a reference.
+                        .then(|| unsafe { crate::sched::take_parked_ref(&e.task) })
+                }));
                 if buckets.spare.len() < 64 {
                     buckets.spare.push(bucket);
                 }

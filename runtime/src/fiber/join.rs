@@ -52,7 +52,9 @@ impl<T> JoinHandle<T> {
     /// started yet never runs. Cancelling a finished fiber does nothing.
     pub fn cancel(&self) {
         if self.task.header.state.cancel() {
-            self.task.header.shared.schedule(self.task.clone());
+            // SAFETY: our `cancel` moved the task out of PARKED; we hold a reference.
+            let task = unsafe { crate::sched::take_parked_ref(&self.task) };
+            self.task.header.shared.schedule(task);
         }
     }
 

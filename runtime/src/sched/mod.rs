@@ -218,6 +218,7 @@ pub(crate) fn in_fiber() -> bool {
     worker::current_task().is_some() && crate::fiber::in_fiber_stack()
 }
 
+pub(crate) use self::task::take_parked_ref;
 pub(crate) use self::worker::{
     current_fiber_ref, current_task_ptr, park_fiber, park_fiber_until_future, unpark_fiber,
     unpark_task, FiberRef, TaskPtr,

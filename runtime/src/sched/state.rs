@@ -3,6 +3,8 @@
 //! ```text
 //!  bits 0-1  lifecycle   RUNNING (0)   a worker is running it, or is about to decide where it goes
 //!                        PARKED (1)    suspended in `park`, in no queue: only a wake re-queues it
+//!                                      (it owns one reference to the task, which the wake takes
+//!                                      over: `task::take_parked_ref`)
 //!                        SCHEDULED (2) in a run queue (or being handed to one): the queue owns it
 //!                        DONE (3)      finished; wakes are ignored
 //!  bit 2     NOTIFIED    the park token (std::thread::park semantics)

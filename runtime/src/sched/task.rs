@@ -68,6 +68,27 @@ pub(crate) struct Task<B: ?Sized> {
 /// A counted, type-erased reference to a task.
 pub(crate) type TaskRef = Arc<Task<dyn Body>>;
 
+/// The reference a PARKED fiber's state owns, taken by whoever moves the fiber out of PARKED
+/// (a wake, a cancel, its timer), to queue it.
+///
+/// A parked fiber is in no queue, but its task must stay alive for the wake that will queue it.
+/// Instead of the waker taking a new reference (a locked increment) and the worker dropping the
+/// one it ran the fiber with (a locked decrement), the worker that publishes PARKED keeps its
+/// reference uncounted-for (`mem::forget`) and the single thread whose compare-and-swap moves the
+/// state out of PARKED takes it over here. Exactly one such CAS succeeds per park
+/// (`super::state`), so the reference is taken exactly once.
+///
+/// # Safety
+///
+/// The caller's own state transition (`TaskState::unpark`, `cancel` or `timer_fire` returning
+/// true) has just moved this task out of PARKED, and `task` is alive (the caller holds a
+/// reference or, for a bare pointer, knows the task cannot be freed during the call).
+pub(crate) unsafe fn take_parked_ref(task: &Task<dyn Body>) -> TaskRef {
+    // SAFETY: the parked state owned one count (see above), which the caller's transition
+    // hands to us; the pointer comes from an `Arc` (every task lives in one).
+    unsafe { Arc::from_raw(task as *const Task<dyn Body>) }
+}
+
 // SAFETY: `header.fiber` is accessed only by the task's owning worker (state RUNNING) or by the
 // destructor; the started fiber moves between threads only under the migration contract the
 // runtime's creator accepted (`migrate_fibers`), otherwise it stays on its home worker. All other

@@ -26,7 +26,7 @@ use crate::stack;
 
 use super::idle::WorkerParker;
 use super::state::{Lifecycle, ParkOutcome};
-use super::task::{Body, Cancelled, Task, TaskRef, NO_HOME};
+use super::task::{take_parked_ref, Body, Cancelled, Task, TaskRef, NO_HOME};
 use super::worker_idle::SpinBudget;
 use super::Shared;
 
@@ -190,14 +190,8 @@ fn wake_task(task: &Task<dyn Body>) {
     let shared = &task.header.shared;
     shared.bump(|c| &c.unparks);
     if task.header.state.unpark() {
-        // SAFETY: `task` is alive (callers) and lives in an `Arc` (every task does); the queue
-        // gets a reference of its own.
-        let task = unsafe {
-            let ptr = task as *const Task<dyn Body>;
-            Arc::increment_strong_count(ptr);
-            Arc::from_raw(ptr)
-        };
-        shared.schedule(task);
+        // SAFETY: our `unpark` moved the task out of PARKED; it is alive (callers).
+        shared.schedule(unsafe { take_parked_ref(task) });
     }
 }
 
@@ -506,6 +500,8 @@ impl WorkerContext {
         let outcome = loop {
             match fiber.resume() {
                 Resumed::Suspended(SUSPEND_PARK) => match header.state.finish_park() {
+                    // From here the task is not ours: a wake may already have queued it, and
+                    // it may be running, or even be freed, elsewhere. Touch nothing of it.
                     ParkOutcome::Parked => break None,
                     ParkOutcome::Resume => continue,
                 },
@@ -519,7 +515,9 @@ impl WorkerContext {
         me.busy.store(false, Relaxed);
         CURRENT_TASK.with(|c| c.set(None));
         match outcome {
-            None => {}
+            // PARKED now owns our reference; the wake that ends the park takes it over
+            // (`take_parked_ref`). Forgetting it touches nothing of the task.
+            None => std::mem::forget(task),
             Some(false) if suspended_with == SUSPEND_YIELD && !shared.config.migrate => {
                 // A yielding pinned fiber goes to this worker's own pinned queue, which no other
                 // thread pops, so it stays RUNNING ("owned by a worker that is about to decide
