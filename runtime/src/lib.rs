@@ -39,6 +39,8 @@ pub(crate) mod sched {
     pub(crate) mod wait_slot;
 }
 #[cfg(not(loom))]
+mod spin_lock;
+#[cfg(not(loom))]
 pub mod stack;
 #[cfg(not(loom))]
 mod time;

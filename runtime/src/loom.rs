@@ -99,6 +99,14 @@ pub use parking_lot::{Mutex, MutexGuard};
 #[cfg(loom)]
 pub use self::loom_mutex::{Mutex, MutexGuard};
 
+/// The lock of the sync primitives' waiter lists (loom's mutex under `cfg(loom)`).
+#[cfg(loom)]
+pub use self::loom_mutex::{Mutex as ListLock, MutexGuard as ListLockGuard};
+/// The lock of the sync primitives' waiter lists: a spin lock (`crate::spin_lock`), or loom's
+/// mutex under `cfg(loom)`.
+#[cfg(not(loom))]
+pub use crate::spin_lock::{SpinLock as ListLock, SpinLockGuard as ListLockGuard};
+
 #[cfg(loom)]
 mod loom_mutex {
     /// loom's mutex behind parking_lot's interface (no poisoning in the signature).

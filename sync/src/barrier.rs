@@ -15,7 +15,7 @@
 use std::fmt;
 use std::ptr;
 
-use filament_runtime::loom::Mutex as ListLock;
+use filament_runtime::loom::ListLock;
 
 use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
 

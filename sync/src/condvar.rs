@@ -23,7 +23,7 @@ use std::fmt;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use filament_runtime::loom::Mutex as ListLock;
+use filament_runtime::loom::ListLock;
 
 use crate::mutex::{Mutex, MutexGuard};
 use crate::waiter::{deadline_after, Context, Kind, Node, Site, WaitList, Wakeups};

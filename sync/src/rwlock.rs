@@ -39,7 +39,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr;
 
-use filament_runtime::loom::{AtomicUsize, Mutex as ListLock, Ordering::*, UnsafeCell};
+use filament_runtime::loom::{AtomicUsize, ListLock, Ordering::*, UnsafeCell};
 
 use crate::mutex::spin;
 use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};

@@ -28,7 +28,7 @@ use std::fmt;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use filament_runtime::loom::{AtomicUsize, Mutex as ListLock, Ordering::*};
+use filament_runtime::loom::{AtomicUsize, ListLock, Ordering::*};
 
 use crate::waiter::{deadline_after, Context, Kind, Node, Site, WaitList, Wakeups};
 

@@ -20,7 +20,7 @@
 use std::fmt;
 use std::ptr;
 
-use filament_runtime::loom::{Arc, AtomicUsize, Mutex as ListLock, Ordering::*};
+use filament_runtime::loom::{Arc, AtomicUsize, ListLock, Ordering::*};
 
 use crate::waiter::{Context, Kind, Node, Site, WaitList, Wakeups};
 

@@ -47,7 +47,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use filament_runtime::loom::{Mutex as ListLock, MutexGuard, UnsafeCell};
+use filament_runtime::loom::{ListLock, ListLockGuard, UnsafeCell};
 
 use super::error::{RecvTimeoutError, SendTimeoutError};
 use crate::waiter::{Context, Kind, Node, Registration, Site, WaitList, Wakeups};
@@ -112,7 +112,7 @@ impl<T> Chan<T> {
         self.cap
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
+    pub(crate) fn lock(&self) -> ListLockGuard<'_, State<T>> {
         self.state.lock()
     }
 
