@@ -15,7 +15,9 @@
 //! Transitions and who makes them:
 //!
 //! * spawn → SCHEDULED; the pusher owns the fiber until a worker pops it.
-//! * pop: SCHEDULED → RUNNING ([`TaskState::start_running`]), by the popping worker.
+//! * pop: SCHEDULED → RUNNING ([`TaskState::start_running`]), by the popping worker, which
+//!   also takes the token out of the word and hands it to the fiber (`Header::token`): the
+//!   token is then that flag *or* NOTIFIED, and a park consumes either.
 //! * yield: RUNNING → SCHEDULED, by the worker after the fiber suspended — except for a pinned
 //!   fiber of a non-migrating runtime, which goes to its worker's private queue and stays
 //!   RUNNING (owned by that worker; a wake only leaves the token either way), so a yield costs
@@ -103,14 +105,19 @@ impl TaskState {
         self.0.load(Acquire) & CANCELLED != 0
     }
 
-    /// Popped from a queue: SCHEDULED → RUNNING.
-    pub fn start_running(&self) {
-        let prev = self.0.fetch_sub(SCHEDULED - RUNNING, AcqRel);
+    /// Popped from a queue: SCHEDULED → RUNNING, taking the park token out of the word in the
+    /// same instruction; returns whether it was set. The caller hands a taken token to the
+    /// fiber (`Header::token`), whose next park consumes it, so a fiber woken from PARKED (the
+    /// wake left the token) does not pay a second read-modify-write to take it.
+    pub fn start_running(&self) -> bool {
+        // RUNNING is 0 and SCHEDULED a single bit: clearing it is the transition.
+        let prev = self.0.fetch_and(!(SCHEDULED | NOTIFIED), AcqRel);
         debug_assert_eq!(
             prev & LIFECYCLE,
             SCHEDULED,
             "popped a fiber that was not scheduled"
         );
+        prev & NOTIFIED != 0
     }
 
     /// Yielded: RUNNING → SCHEDULED (the caller then queues it).
@@ -274,14 +281,9 @@ mod loom_tests {
             }
             timer.join().unwrap();
             assert_eq!(queued.load(SeqCst), 1);
-            // The fiber runs again and parks a second time: the old timer is stale.
-            state.start_running();
-            assert_eq!(
-                state.finish_park(),
-                ParkOutcome::Resume,
-                "token left by the wake"
-            );
-            assert!(state.take_token());
+            // The fiber runs again (taking the token the wake left) and parks a second time:
+            // the old timer is stale.
+            assert!(state.start_running(), "token left by the wake");
             assert_eq!(state.finish_park(), ParkOutcome::Parked);
             assert!(!state.timer_fire(generation));
         });

@@ -55,6 +55,9 @@ pub(crate) struct Header {
     /// True while the fiber waits in its home worker's queue after `yield_now` without having
     /// left RUNNING (see `WorkerContext::run_task`); only `Runtime::dump` reads it.
     pub(crate) yielded: AtomicBool,
+    /// A park token taken out of the state word by `TaskState::start_running`; the fiber's
+    /// next park consumes it. Only the thread running the fiber touches it.
+    pub(crate) token: AtomicBool,
     /// What the fiber is blocked on, for `Runtime::dump` (written by the fiber itself).
     pub(crate) wait: super::wait_slot::WaitSlot,
 }
@@ -229,6 +232,7 @@ where
             cancel_delivered: AtomicBool::new(false),
             cancel_shield: AtomicBool::new(false),
             yielded: AtomicBool::new(false),
+            token: AtomicBool::new(false),
             wait: super::wait_slot::WaitSlot::new(),
         },
         body: BodyImpl {

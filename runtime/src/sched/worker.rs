@@ -272,7 +272,7 @@ fn park_fiber_with(deadline: Option<Instant>, deadline_is_future: bool) -> bool 
     // Resumed, possibly on another thread: `task` is the same object (the heap), but every
     // thread-local is re-read through the accessors.
     check_cancelled(task);
-    let by_token = task.header.state.take_token();
+    let by_token = take_token(task);
     // Without a token only the park's own timer can have resumed the fiber, and a timer fires
     // only once the clock has passed its tick, which is at or after the deadline: no need to
     // read the clock to know the deadline passed.
@@ -288,7 +288,7 @@ fn prepare_park(
     deadline_is_future: bool,
 ) -> Option<bool> {
     check_cancelled(task);
-    if task.header.state.take_token() {
+    if take_token(task) {
         return Some(false);
     }
     if let Some(d) = deadline {
@@ -309,6 +309,17 @@ fn prepare_park(
     }
     task.header.shared.bump(|c| &c.parks);
     None
+}
+
+/// Consumes the running fiber's park token: the one its worker took out of the state word when
+/// it resumed the fiber (`TaskState::start_running`), else the state word's own.
+#[inline]
+fn take_token(task: &Task<dyn Body>) -> bool {
+    if task.header.token.load(Relaxed) {
+        task.header.token.store(false, Relaxed);
+        return true;
+    }
+    task.header.state.take_token()
 }
 
 /// Yields the running fiber to the back of the queue.
@@ -447,7 +458,9 @@ impl WorkerContext {
         let shared = &self.shared;
         let header = &task.header;
         if header.state.lifecycle() == Lifecycle::Scheduled {
-            header.state.start_running();
+            if header.state.start_running() {
+                header.token.store(true, Relaxed);
+            }
         } else {
             // A pinned fiber that yielded stayed RUNNING (see the yield branch below).
             header.yielded.store(false, Relaxed);
