@@ -351,6 +351,22 @@ pub fn waiting(what: &'static str, at: &'static std::panic::Location<'static>) -
     }
 }
 
+/// [`waiting`] for a caller that knows the running fiber's task.
+///
+/// # Safety
+///
+/// `task` is the task of the fiber running this call.
+pub(crate) unsafe fn waiting_in(
+    task: crate::sched::TaskPtr,
+    what: &'static str,
+    at: &'static std::panic::Location<'static>,
+) -> WaitingGuard {
+    // SAFETY: the running fiber's task is alive while it runs (caller's contract).
+    let wait = unsafe { &task.as_ref().header.wait };
+    wait.set(what, at);
+    WaitingGuard(Some(ptr::NonNull::from(wait)))
+}
+
 /// Clears the wait record set by [`waiting`]. Not `Send`: it belongs to the fiber that made it.
 pub struct WaitingGuard(Option<ptr::NonNull<crate::sched::wait_slot::WaitSlot>>);
 

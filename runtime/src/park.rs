@@ -137,6 +137,42 @@ impl FrameUnparker {
     }
 }
 
+impl FrameUnparker {
+    /// [`park_until`], for the owner of this handle: it already knows whether it is a fiber and
+    /// which, so the thread-local lookups of `park_until` are saved.
+    ///
+    /// # Safety
+    ///
+    /// The caller is this handle's owner: the fiber (or thread) that called
+    /// [`FrameUnparker::current`].
+    #[inline]
+    pub unsafe fn park_until(&self, deadline: Option<Instant>) -> bool {
+        match &self.inner {
+            // SAFETY: the caller is the fiber of `task` (contract).
+            #[cfg(not(loom))]
+            FrameInner::Fiber(task) => unsafe { crate::sched::park_running_task(*task, deadline) },
+            FrameInner::Thread(_) => park_thread(deadline),
+        }
+    }
+
+    /// [`WaitSite::record`], for the owner of this handle.
+    ///
+    /// # Safety
+    ///
+    /// As for [`FrameUnparker::park_until`].
+    #[inline]
+    pub unsafe fn record(&self, site: WaitSite) -> WaitRecord {
+        match &self.inner {
+            // SAFETY: the caller is the fiber of `task` (contract).
+            #[cfg(not(loom))]
+            FrameInner::Fiber(task) => WaitRecord {
+                _guard: unsafe { crate::fiber::waiting_in(*task, site.what, site.at) },
+            },
+            FrameInner::Thread(_) => site.record(),
+        }
+    }
+}
+
 impl fmt::Debug for FrameUnparker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {

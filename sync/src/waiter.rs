@@ -54,7 +54,7 @@ use std::ptr;
 use std::time::Instant;
 
 use filament_runtime::loom::{thread, AtomicUsize, Ordering::*, UnsafeCell};
-use filament_runtime::park::{park_until, FrameUnparker};
+use filament_runtime::park::FrameUnparker;
 
 const WAITING: usize = 0;
 const ABORTED: usize = 1;
@@ -181,7 +181,8 @@ impl Context {
                 return Some(Selected::decode(s));
             }
             if recorded.is_none() {
-                recorded = Some(site.record());
+                // SAFETY: the context is ours: we are the owner of its unparker.
+                recorded = Some(unsafe { self.unparker.record(site) });
             }
             if s == BUSY {
                 // The claimer unparks us, then stores SELECTED: the unpark may be spent
@@ -189,7 +190,8 @@ impl Context {
                 return Some(self.spin_until_selected());
             }
             debug_assert_eq!(s, WAITING);
-            if park_until(deadline) {
+            // SAFETY: as above.
+            if unsafe { self.unparker.park_until(deadline) } {
                 return self.try_abort().err();
             }
         }

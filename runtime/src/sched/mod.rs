@@ -220,6 +220,6 @@ pub(crate) fn in_fiber() -> bool {
 
 pub(crate) use self::task::take_parked_ref;
 pub(crate) use self::worker::{
-    current_fiber_ref, current_task_ptr, park_fiber, park_fiber_until_future, unpark_fiber,
-    unpark_task, FiberRef, TaskPtr,
+    current_fiber_ref, current_task_ptr, park_fiber, park_fiber_until_future, park_running_task,
+    unpark_fiber, unpark_task, FiberRef, TaskPtr,
 };

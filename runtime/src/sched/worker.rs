@@ -264,7 +264,23 @@ pub(crate) fn park_fiber_until_future(deadline: Instant) -> bool {
 
 #[inline]
 fn park_fiber_with(deadline: Option<Instant>, deadline_is_future: bool) -> bool {
-    let task = running_task();
+    park_task(running_task(), deadline, deadline_is_future)
+}
+
+/// [`park_fiber`] for a caller that already knows the running fiber's task (a waiter that
+/// captured it in its `FrameUnparker`), which saves the thread-local lookups.
+///
+/// # Safety
+///
+/// `task` is the task of the fiber running this call.
+#[inline]
+pub(crate) unsafe fn park_running_task(task: TaskPtr, deadline: Option<Instant>) -> bool {
+    // SAFETY: the running fiber's task is alive while it runs (the caller's contract names it).
+    park_task(unsafe { task.as_ref() }, deadline, false)
+}
+
+#[inline]
+fn park_task(task: &Task<dyn Body>, deadline: Option<Instant>, deadline_is_future: bool) -> bool {
     if let Some(early) = prepare_park(task, deadline, deadline_is_future) {
         return early;
     }

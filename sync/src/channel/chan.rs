@@ -210,7 +210,9 @@ impl<T> Chan<T> {
         deadline: Option<Instant>,
         site: Site,
     ) -> Result<(), SendTimeoutError<T>> {
-        let ctx = Context::new();
+        // Set up only on the path that waits: getting the caller's handle costs two
+        // thread-local lookups, which a send that completes at once need not pay.
+        let ctx;
         let node = Node::new();
         let slot: Slot<T> = UnsafeCell::new(None);
         {
@@ -221,6 +223,7 @@ impl<T> Chan<T> {
                 Err((m, true)) => return Err(SendTimeoutError::Disconnected(m)),
                 Err((m, false)) => m,
             };
+            ctx = Context::new();
             // SAFETY: the slot is ours and not yet shared.
             slot.with_mut(|p| unsafe { *p = Some(msg) });
             // SAFETY: fresh node; it, `ctx` and `slot` outlive the wait; the guard unlinks it.
@@ -266,7 +269,7 @@ impl<T> Chan<T> {
         deadline: Option<Instant>,
         site: Site,
     ) -> Result<T, RecvTimeoutError> {
-        let ctx = Context::new();
+        let ctx; // as in `send`
         let node = Node::new();
         let slot: Slot<T> = UnsafeCell::new(None);
         {
@@ -277,6 +280,7 @@ impl<T> Chan<T> {
                 Err(true) => return Err(RecvTimeoutError::Disconnected),
                 Err(false) => {}
             }
+            ctx = Context::new();
             // SAFETY: fresh node; it, `ctx` and `slot` outlive the wait; the guard unlinks it.
             unsafe {
                 node.set(&ctx, 0, &slot as *const Slot<T> as *mut ());
