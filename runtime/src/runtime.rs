@@ -51,7 +51,7 @@ pub struct RuntimeBuilder {
 
 /// A filament runtime: worker threads running fibers. See the module docs.
 pub struct Runtime {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     monitor: Option<thread::JoinHandle<()>>,
 }
 
@@ -156,6 +156,8 @@ impl RuntimeBuilder {
             registry: Registry::new(),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
+            #[cfg(test)]
+            live_tasks: Default::default(),
             slots_used: AtomicUsize::new(workers),
             shutdown: AtomicBool::new(false),
             stop: AtomicBool::new(false),

@@ -106,7 +106,7 @@ impl<T: ?Sized> SpinLock<T> {
     }
 }
 
-impl<T: ?Sized + Default> Default for SpinLock<T> {
+impl<T: Default> Default for SpinLock<T> {
     fn default() -> Self {
         SpinLock::new(T::default())
     }

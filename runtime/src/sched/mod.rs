@@ -138,6 +138,9 @@ pub(crate) struct Shared {
     /// The monitor thread's parker (woken on shutdown).
     pub(crate) monitor_parker: idle::WorkerParker,
     pub(crate) threads: crate::loom::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Task objects of this runtime not yet freed (unit tests check reference counting with it).
+    #[cfg(test)]
+    pub(crate) live_tasks: AtomicUsize,
 }
 
 impl Shared {

@@ -217,6 +217,10 @@ where
     F: FnOnce() -> T + Send + 'a,
     T: Send + 'a,
 {
+    #[cfg(test)]
+    shared
+        .live_tasks
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let task: Arc<Task<dyn Body + 'a>> = Arc::new(Task {
         header: Header {
             state: TaskState::new_scheduled(),
@@ -242,4 +246,75 @@ where
     // SAFETY: only the trait object's lifetime bound changes (same layout); the caller
     // guarantees no `F` or `T` is used or dropped after 'a.
     unsafe { std::mem::transmute::<Arc<Task<dyn Body + 'a>>, TaskRef>(task) }
+}
+
+#[cfg(test)]
+impl Drop for Header {
+    fn drop(&mut self) {
+        self.shared
+            .live_tasks
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use crate::park::{park, park_until, unparker, Unparker};
+    use crate::Runtime;
+
+    /// Every way out of PARKED (a wake from a fiber, a wake from an OS thread, a timer, a
+    /// cancel) hands the parked state's task reference on exactly once: afterwards every task
+    /// object is freed (a missed hand-off would leak it; a double one would free it early).
+    #[test]
+    fn parked_references_are_handed_on_exactly_once() {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let shared = rt.shared.clone();
+        rt.block_on(|| {
+            let published: Arc<Mutex<Vec<(u32, Unparker)>>> = Arc::default();
+            let handles: Vec<_> = (0..400u32)
+                .map(|i| {
+                    let published = published.clone();
+                    crate::spawn(move || match i % 4 {
+                        // Woken by its timer.
+                        0 => {
+                            park_until(Some(Instant::now() + Duration::from_millis(2)));
+                        }
+                        // Parked until cancelled.
+                        3 => loop {
+                            park();
+                        },
+                        // Woken by a fiber (1) or by an OS thread (2).
+                        _ => {
+                            published.lock().unwrap().push((i, unparker()));
+                            park();
+                        }
+                    })
+                })
+                .collect();
+            crate::sleep(Duration::from_millis(20));
+            for h in handles.iter().skip(3).step_by(4) {
+                h.cancel();
+            }
+            let (by_fiber, by_thread): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut *published.lock().unwrap())
+                    .into_iter()
+                    .partition(|(i, _)| i % 4 == 1);
+            by_fiber.iter().for_each(|(_, u)| u.unpark());
+            std::thread::spawn(move || by_thread.iter().for_each(|(_, u)| u.unpark()))
+                .join()
+                .unwrap();
+            for (i, h) in handles.into_iter().enumerate() {
+                assert_eq!(h.join().is_err(), i % 4 == 3, "fiber {i}");
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.live_tasks.load(Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(shared.live_tasks.load(Relaxed), 0, "task objects leaked");
+    }
 }
