@@ -76,7 +76,7 @@ impl Builder {
             None => shared.config.stack_size,
         };
         let name = self.name.map(Arc::<str>::from);
-        let id = shared.next_id.fetch_add(1, Relaxed);
+        let id = shared.next_fiber_id();
         let task = new_task(shared.clone(), id, name, stack_size, Location::caller(), f);
         Ok(JoinHandle::new(submit(shared, task)))
     }
@@ -117,17 +117,24 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let shared = current_shared();
-    let id = shared.next_id.fetch_add(1, Relaxed);
-    let task = new_task(
-        shared.clone(),
-        id,
-        None,
-        shared.config.stack_size,
-        Location::caller(),
-        f,
-    );
-    JoinHandle::new(submit(&shared, task))
+    let at = Location::caller();
+    // Borrowed, not cloned: every worker spawning would otherwise bounce the runtime's
+    // reference count between the cores twice per spawn.
+    with_current_shared(|shared| {
+        let id = shared.next_fiber_id();
+        let task = new_task(shared.clone(), id, None, shared.config.stack_size, at, f);
+        JoinHandle::new(submit(shared, task))
+    })
+}
+
+/// Runs `f` with the runtime of the calling fiber (or worker thread), else the default runtime.
+/// `f` must not keep the reference past a blocking point of a fiber (see `worker::current`):
+/// `submit` uses it only before its backpressure yield.
+fn with_current_shared<R>(f: impl FnOnce(&Arc<Shared>) -> R) -> R {
+    match worker::current() {
+        Some(ctx) => f(&ctx.shared),
+        None => f(default_runtime().shared()),
+    }
 }
 
 /// Spawns a fiber whose closure and result may borrow from the caller (`block_on`, `scope`).
@@ -139,7 +146,7 @@ where
     F: FnOnce() -> T + Send + 'a,
     T: Send + 'a,
 {
-    let id = shared.next_id.fetch_add(1, Relaxed);
+    let id = shared.next_fiber_id();
     // SAFETY: the callers (`Runtime::block_on`, `Scope`) wait for the fiber to finish and take
     // or drop its result before 'a ends.
     let task = unsafe {

@@ -117,6 +117,9 @@ pub(crate) struct Counters {
     pub(crate) spares_started: AtomicU64,
 }
 
+/// Fiber ids a worker takes from `Shared::next_id` at a time.
+pub(crate) const ID_BLOCK: u64 = 1024;
+
 /// State shared by the workers of one runtime and by every task of it.
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -165,6 +168,17 @@ impl Shared {
         } else {
             self.injector.push(task);
             self.notify_work();
+        }
+    }
+
+    /// A fresh fiber id. A worker takes ids from a block of its own (refilled [`ID_BLOCK`] at a
+    /// time), so workers spawning at once do not fight over one counter; other threads take
+    /// them one at a time. Ids are unique per runtime, not in spawn order.
+    #[inline]
+    pub(crate) fn next_fiber_id(&self) -> u64 {
+        match worker::current() {
+            Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.shared), self) => ctx.next_fiber_id(),
+            _ => self.next_id.fetch_add(1, Relaxed),
         }
     }
 

@@ -97,6 +97,8 @@ pub(super) struct Local {
     pub(super) spin: SpinBudget,
     /// A fiber held back by spawn backpressure, and the tick at which it was held.
     pub(super) spawner: Option<(TaskRef, u32)>,
+    /// The rest of this worker's block of fiber ids: `next..end`.
+    ids: (u64, u64),
 }
 
 /// The worker running on this thread.
@@ -374,6 +376,18 @@ pub(crate) fn spawn_backpressure() {
 const SPAWNER_PATIENCE: u32 = 2 * SPAWN_BACKLOG as u32;
 
 impl WorkerContext {
+    /// The next id of this worker's block (see `Shared::next_fiber_id`).
+    pub(crate) fn next_fiber_id(&self) -> u64 {
+        let mut local = self.local.borrow_mut();
+        let (next, end) = &mut local.ids;
+        if *next == *end {
+            *next = self.shared.next_id.fetch_add(super::ID_BLOCK, Relaxed);
+            *end = *next + super::ID_BLOCK;
+        }
+        *next += 1;
+        *next - 1
+    }
+
     /// Queues a runnable fiber from this worker's thread (LIFO slot, or its home's inbox).
     pub(crate) fn schedule_local(&self, task: TaskRef) {
         let home = task.header.home.load(Acquire);
@@ -658,6 +672,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
             searching: false,
             spin: SpinBudget::new(),
             spawner: None,
+            ids: (0, 0),
         }),
     };
     stack::overflow::ensure_altstack();
