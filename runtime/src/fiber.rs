@@ -339,15 +339,10 @@ pub fn is_forced_unwind(payload: &(dyn Any + Send)) -> bool {
 /// Records, for `Runtime::dump`, what the calling fiber is about to wait on and where; the
 /// record is cleared when the returned guard drops. Does nothing outside a fiber.
 pub fn waiting(what: &'static str, at: &'static std::panic::Location<'static>) -> WaitingGuard {
-    match crate::sched::worker::current_task() {
-        Some(task) if in_fiber_stack() => {
-            // SAFETY: the running fiber's task is alive while the fiber runs (the registry and
-            // the running worker hold it until the fiber is done).
-            let wait = unsafe { &task.as_ref().header.wait };
-            wait.set(what, at);
-            WaitingGuard(Some(ptr::NonNull::from(wait)))
-        }
-        _ => WaitingGuard(None),
+    match crate::sched::current_task_ptr() {
+        // SAFETY: `task` is the running fiber's own task.
+        Some(task) => unsafe { waiting_in(task, what, at) },
+        None => WaitingGuard(None),
     }
 }
 
@@ -361,7 +356,8 @@ pub(crate) unsafe fn waiting_in(
     what: &'static str,
     at: &'static std::panic::Location<'static>,
 ) -> WaitingGuard {
-    // SAFETY: the running fiber's task is alive while it runs (caller's contract).
+    // SAFETY: the running fiber's task is alive while it runs (the registry and the running
+    // worker hold it until the fiber is done), and `task` is it (caller's contract).
     let wait = unsafe { &task.as_ref().header.wait };
     wait.set(what, at);
     WaitingGuard(Some(ptr::NonNull::from(wait)))

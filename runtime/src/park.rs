@@ -135,9 +135,7 @@ impl FrameUnparker {
             FrameInner::Fiber(task) => unsafe { crate::sched::unpark_task(*task) },
         }
     }
-}
 
-impl FrameUnparker {
     /// [`park_until`], for the owner of this handle: it already knows whether it is a fiber and
     /// which, so the thread-local lookups of `park_until` are saved.
     ///

@@ -53,7 +53,7 @@ use std::marker::PhantomPinned;
 use std::ptr;
 use std::time::Instant;
 
-use filament_runtime::loom::{thread, AtomicUsize, Ordering::*, UnsafeCell};
+use filament_runtime::loom::{AtomicUsize, Ordering::*, UnsafeCell};
 use filament_runtime::park::FrameUnparker;
 
 const WAITING: usize = 0;
@@ -478,17 +478,16 @@ impl Wake {
     }
 }
 
-/// Yields the calling fiber (or OS thread) while a claimer finishes.
+/// Yields the calling fiber (the runtime's `yield_now` yields the OS thread outside a fiber)
+/// while a claimer finishes.
 fn yield_now() {
     #[cfg(not(loom))]
-    if filament_runtime::park::in_fiber() {
-        filament_runtime::yield_now();
-        return;
-    }
-    thread::yield_now();
+    filament_runtime::yield_now();
+    #[cfg(loom)]
+    filament_runtime::loom::thread::yield_now();
 }
 
-/// Unparkers collected under a lock, to wake after the lock is released. Holds one inline;
+/// Wakes decided under a lock, to deliver after the lock is released. Holds one inline;
 /// further ones are woken at once (rare: only broadcast-like operations produce several).
 #[derive(Debug, Default)]
 #[must_use]

@@ -76,21 +76,26 @@ impl Builder {
             None => shared.config.stack_size,
         };
         let name = self.name.map(Arc::<str>::from);
-        let id = shared.next_fiber_id();
-        let task = new_task(shared.clone(), id, name, stack_size, Location::caller(), f);
-        Ok(JoinHandle::new(submit(shared, task)))
+        let at = Location::caller();
+        Ok(JoinHandle::new(submit(shared, |id| {
+            new_task(shared.clone(), id, name, stack_size, at, f)
+        })))
     }
 }
 
-/// Registers and queues a new task.
-fn submit(shared: &Arc<Shared>, task: TaskRef) -> TaskRef {
+/// Makes a new task with a fresh id (`make`), registers and queues it. The calling thread's
+/// worker is looked up once for the id, the counter and the queue.
+fn submit(shared: &Arc<Shared>, make: impl FnOnce(u64) -> TaskRef) -> TaskRef {
+    let here = shared.here();
+    let task = make(shared.next_fiber_id_at(here));
     if shared.shutdown.load(Acquire) {
         // The runtime is shutting down: the fiber is cancelled before it ever runs.
         task.header.state.cancel();
     }
     shared.registry.insert(&task);
-    shared.bump(|c| &c.spawned);
-    shared.schedule(task.clone());
+    shared.bump_at(here, |c| &c.spawned);
+    shared.schedule_at(here, task.clone());
+    // `here` is not used past this point: the backpressure may suspend the fiber.
     worker::spawn_backpressure();
     task
 }
@@ -121,9 +126,9 @@ where
     // Borrowed, not cloned: every worker spawning would otherwise bounce the runtime's
     // reference count between the cores twice per spawn.
     with_current_shared(|shared| {
-        let id = shared.next_fiber_id();
-        let task = new_task(shared.clone(), id, None, shared.config.stack_size, at, f);
-        JoinHandle::new(submit(shared, task))
+        JoinHandle::new(submit(shared, |id| {
+            new_task(shared.clone(), id, None, shared.config.stack_size, at, f)
+        }))
     })
 }
 
@@ -146,20 +151,12 @@ where
     F: FnOnce() -> T + Send + 'a,
     T: Send + 'a,
 {
-    let id = shared.next_fiber_id();
-    // SAFETY: the callers (`Runtime::block_on`, `Scope`) wait for the fiber to finish and take
-    // or drop its result before 'a ends.
-    let task = unsafe {
-        new_task_unchecked(
-            shared.clone(),
-            id,
-            None,
-            shared.config.stack_size,
-            Location::caller(),
-            f,
-        )
-    };
-    JoinHandle::new(submit(shared, task))
+    let at = Location::caller();
+    JoinHandle::new(submit(shared, |id| {
+        // SAFETY: the callers (`Runtime::block_on`, `Scope`) wait for the fiber to finish and
+        // take or drop its result before 'a ends.
+        unsafe { new_task_unchecked(shared.clone(), id, None, shared.config.stack_size, at, f) }
+    }))
 }
 
 impl<T> JoinHandle<T> {

@@ -150,13 +150,23 @@ impl Shared {
     /// Queues a fiber that just became runnable (woken, timed out, cancelled or spawned) from
     /// any thread. See the module docs for where it goes.
     pub(crate) fn schedule(self: &Arc<Self>, task: TaskRef) {
-        if let Some(ctx) = worker::current() {
-            if Arc::ptr_eq(&ctx.shared, self) {
-                ctx.schedule_local(task);
-                return;
-            }
+        self.schedule_at(self.here(), task);
+    }
+
+    /// [`Shared::schedule`] for a caller that already looked up [`Shared::here`].
+    #[inline]
+    pub(crate) fn schedule_at(&self, here: Option<&worker::WorkerContext>, task: TaskRef) {
+        match here {
+            Some(ctx) => ctx.schedule_local(task),
+            None => self.schedule_remote(task),
         }
-        self.schedule_remote(task);
+    }
+
+    /// The calling thread's worker, if it serves this runtime. The reference must not be kept
+    /// across a blocking point of a fiber (see `worker::current`).
+    #[inline]
+    pub(crate) fn here(&self) -> Option<&'static worker::WorkerContext> {
+        worker::current().filter(|ctx| std::ptr::eq(Arc::as_ptr(&ctx.shared), self))
     }
 
     /// Queues a fiber from a thread that is not one of this runtime's workers.
@@ -171,14 +181,14 @@ impl Shared {
         }
     }
 
-    /// A fresh fiber id. A worker takes ids from a block of its own (refilled [`ID_BLOCK`] at a
+    /// A fresh fiber id (`here`: see [`Shared::here`]). A worker takes ids from a block of its own (refilled [`ID_BLOCK`] at a
     /// time), so workers spawning at once do not fight over one counter; other threads take
     /// them one at a time. Ids are unique per runtime, not in spawn order.
     #[inline]
-    pub(crate) fn next_fiber_id(&self) -> u64 {
-        match worker::current() {
-            Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.shared), self) => ctx.next_fiber_id(),
-            _ => self.next_id.fetch_add(1, Relaxed),
+    pub(crate) fn next_fiber_id_at(&self, here: Option<&worker::WorkerContext>) -> u64 {
+        match here {
+            Some(ctx) => ctx.next_fiber_id(),
+            None => self.next_id.fetch_add(1, Relaxed),
         }
     }
 
@@ -187,8 +197,18 @@ impl Shared {
     /// runtime's shared set from any other thread.
     #[inline]
     pub(crate) fn bump(&self, which: impl Fn(&Counters) -> &AtomicU64) {
-        match worker::current() {
-            Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.shared), self) => {
+        self.bump_at(self.here(), which);
+    }
+
+    /// [`Shared::bump`] for a caller that already looked up [`Shared::here`].
+    #[inline]
+    pub(crate) fn bump_at(
+        &self,
+        here: Option<&worker::WorkerContext>,
+        which: impl Fn(&Counters) -> &AtomicU64,
+    ) {
+        match here {
+            Some(ctx) => {
                 let c = which(&self.workers[ctx.index].counters);
                 c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
             }
@@ -232,7 +252,7 @@ impl Shared {
 /// Is the caller a fiber of some runtime? (Its own `#[inline(never)]` accessor: see worker.)
 #[inline]
 pub(crate) fn in_fiber() -> bool {
-    worker::current_task().is_some() && crate::fiber::in_fiber_stack()
+    worker::current_task_ptr().is_some()
 }
 
 pub(crate) use self::task::take_parked_ref;

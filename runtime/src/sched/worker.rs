@@ -144,20 +144,27 @@ impl FiberRef {
 
 /// A counted reference to the running task.
 pub(crate) fn current_task_ref() -> Option<TaskRef> {
-    let ptr = current_task()?;
+    // SAFETY: the pointer is the running task's.
+    current_task().map(|ptr| unsafe { counted(ptr) })
+}
+
+pub(crate) fn current_fiber_ref() -> Option<FiberRef> {
+    // SAFETY: the pointer is the running task's.
+    current_task_ptr().map(|ptr| FiberRef(unsafe { counted(ptr) }))
+}
+
+/// A new counted reference to the task running on this thread.
+///
+/// # Safety
+///
+/// `ptr` is the running task (from [`current_task`]).
+unsafe fn counted(ptr: TaskPtr) -> TaskRef {
     // SAFETY: the running task is kept alive by the worker running it (it holds a `TaskRef`
     // for the whole run); we add one strong count for the new `Arc`.
     unsafe {
         Arc::increment_strong_count(ptr.as_ptr() as *const Task<dyn Body>);
-        Some(Arc::from_raw(ptr.as_ptr() as *const Task<dyn Body>))
+        Arc::from_raw(ptr.as_ptr() as *const Task<dyn Body>)
     }
-}
-
-pub(crate) fn current_fiber_ref() -> Option<FiberRef> {
-    if !crate::fiber::in_fiber_stack() {
-        return None;
-    }
-    current_task_ref().map(FiberRef)
 }
 
 /// Wakes a fiber (sets its token; queues it if it was parked).
@@ -190,10 +197,11 @@ pub(crate) unsafe fn unpark_task(task: TaskPtr) {
 
 fn wake_task(task: &Task<dyn Body>) {
     let shared = &task.header.shared;
-    shared.bump(|c| &c.unparks);
+    let here = shared.here();
+    shared.bump_at(here, |c| &c.unparks);
     if task.header.state.unpark() {
         // SAFETY: our `unpark` moved the task out of PARKED; it is alive (callers).
-        shared.schedule(unsafe { take_parked_ref(task) });
+        shared.schedule_at(here, unsafe { take_parked_ref(task) });
     }
 }
 
@@ -376,7 +384,7 @@ pub(crate) fn spawn_backpressure() {
 const SPAWNER_PATIENCE: u32 = 2 * SPAWN_BACKLOG as u32;
 
 impl WorkerContext {
-    /// The next id of this worker's block (see `Shared::next_fiber_id`).
+    /// The next id of this worker's block (see `Shared::next_fiber_id_at`).
     pub(crate) fn next_fiber_id(&self) -> u64 {
         let mut local = self.local.borrow_mut();
         let (next, end) = &mut local.ids;
