@@ -317,8 +317,14 @@ fn fibers_migrate_when_allowed() {
             .map(|_| {
                 let m = m.clone();
                 fil::spawn(move || {
+                    // Sleep and yield until this fiber or another one has moved. Yields alone
+                    // do not move anything while both workers are busy (an idle worker steals,
+                    // a busy one does not); a timer fired by the other worker queues the fiber
+                    // there.
                     let first = thread::current().id();
-                    for _ in 0..200 {
+                    let start = Instant::now();
+                    while m.load(Relaxed) == 0 && start.elapsed() < Duration::from_secs(10) {
+                        fil::sleep(Duration::from_micros(50));
                         fil::yield_now();
                         if thread::current().id() != first {
                             m.fetch_add(1, Relaxed);
@@ -331,6 +337,36 @@ fn fibers_migrate_when_allowed() {
         hs.into_iter().for_each(|h| h.join().unwrap());
     });
     assert!(moved.load(Relaxed) > 0, "no fiber ever moved");
+}
+
+#[test]
+fn fibers_spawned_one_at_a_time_are_spread_over_the_workers() {
+    // An accept loop's shape: spawn one long-lived fiber, wait, spawn the next. Each new fiber
+    // would run (and so be pinned) on the spawner's worker; placement hands some to the other.
+    let rt = rt(2);
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let t = threads.clone();
+    within(&rt, Duration::from_secs(60), move || {
+        let hs: Vec<_> = (0..100)
+            .map(|_| {
+                let t = t.clone();
+                let h = fil::spawn(move || {
+                    t.lock().unwrap().push(thread::current().id());
+                    fil::sleep(Duration::from_millis(400));
+                });
+                fil::sleep(Duration::from_millis(1));
+                h
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+    });
+    let threads = threads.lock().unwrap();
+    let first = threads[0];
+    let on_first = threads.iter().filter(|&&id| id == first).count();
+    assert!(
+        (35..=65).contains(&on_first),
+        "{on_first} of 100 fibers started on one worker"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! # Shape
 //!
 //! A blocking operation (lock, acquire, send, a whole `select`) creates one [`Context`] on its
-//! own stack: a state word plus the caller's [`Unparker`]. It links one [`Node`] per list it waits
+//! own stack: a state word plus the caller's [`FrameUnparker`]. It links one [`Node`] per list it waits
 //! on (one for a plain operation, one per arm for `select`) into the primitive's [`WaitList`]
 //! under that primitive's internal lock, then parks until the context is *selected*. Nothing is
 //! allocated: nodes and context are locals of the blocked frame.

@@ -15,6 +15,11 @@
 //! Fibers created outside the pool go to the global injector. Every 61st scheduling decision a
 //! worker looks at the injector first, so it cannot be starved by local work.
 //!
+//! A fiber of a non-migrating runtime makes its home where it first runs. A worker about to
+//! start one that has clearly more fibers homed on it than another worker hands it over to that
+//! worker's inbox instead ([`placement`]), so the fibers an accept loop spawns one at a time do
+//! not all end up on the acceptor's worker.
+//!
 //! # Searching and parking (why no wake-up is lost)
 //!
 //! A worker with nothing to run becomes *searching* if fewer than half of the workers already
@@ -74,6 +79,7 @@ pub(crate) mod blocking_pool;
 pub(crate) mod idle;
 pub(crate) mod join_state;
 pub(crate) mod monitor;
+mod placement;
 pub(crate) mod registry;
 pub(crate) mod state;
 pub(crate) mod task;

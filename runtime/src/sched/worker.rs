@@ -99,6 +99,18 @@ pub(super) struct Local {
     pub(super) spawner: Option<(TaskRef, u32)>,
     /// The rest of this worker's block of fiber ids: `next..end`.
     ids: (u64, u64),
+    /// The worker this one is giving unstarted fibers to (see `placement`).
+    pub(super) handing_over_to: Option<usize>,
+}
+
+impl Local {
+    /// The next number of this worker's xorshift generator (victim and target choices).
+    pub(super) fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
 }
 
 /// The worker running on this thread.
@@ -503,9 +515,17 @@ impl WorkerContext {
             // A pinned fiber that yielded stayed RUNNING (see the yield branch below).
             header.yielded.store(false, Relaxed);
         }
-        let home = header.home.load(Acquire);
+        let mut home = header.home.load(Acquire);
+        if home == NO_HOME {
+            // About to start here: or should it live on a less loaded worker? (`placement`)
+            if let Some(target) = self.hand_over_target() {
+                header.home.store(target, Release);
+                home = target;
+            }
+        }
         if home != NO_HOME && home != self.index && !shared.config.migrate {
-            // A pinned fiber reached the wrong worker (e.g. through the injector): send it home.
+            // A pinned fiber reached the wrong worker (e.g. through the injector), or is handed
+            // over before it starts: send it home.
             header.state.yield_now();
             shared.workers[home].inbox.push(task);
             shared.wake_worker(home);
@@ -516,6 +536,10 @@ impl WorkerContext {
         let slot = unsafe { &mut *header.fiber.get() };
         if slot.is_none() {
             if header.state.is_cancelled() {
+                if home != NO_HOME {
+                    // Handed over, so counted in `homed` before it started (`placement`).
+                    shared.workers[home].homed.fetch_sub(1, Relaxed);
+                }
                 task.body.fail_unstarted(Box::new(Cancelled));
                 self.finish(&task);
                 return;
@@ -530,8 +554,10 @@ impl WorkerContext {
                     return;
                 }
             };
-            header.home.store(self.index, Release);
-            shared.workers[self.index].homed.fetch_add(1, Relaxed);
+            if home == NO_HOME {
+                header.home.store(self.index, Release);
+                shared.workers[self.index].homed.fetch_add(1, Relaxed);
+            }
             let body = BodyPtr(&task.body as *const dyn Body);
             *slot = Some(RawFiber::with_name(stack, header.name.clone(), move || {
                 let body = body;
@@ -681,6 +707,7 @@ pub(crate) fn run_worker(shared: Arc<Shared>, index: usize) {
             spin: SpinBudget::new(),
             spawner: None,
             ids: (0, 0),
+            handing_over_to: None,
         }),
     };
     stack::overflow::ensure_altstack();

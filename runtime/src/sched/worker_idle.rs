@@ -93,10 +93,7 @@ impl WorkerContext {
                     Steal::Empty => {}
                 }
             }
-            local.rng ^= local.rng << 13;
-            local.rng ^= local.rng >> 7;
-            local.rng ^= local.rng << 17;
-            let start = (local.rng % n as u64) as usize;
+            let start = (local.next_random() % n as u64) as usize;
             for i in 0..n {
                 let victim = (start + i) % n;
                 // Most slots are unused spare slots: an emptiness check is two loads, while a

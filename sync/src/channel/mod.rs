@@ -1,5 +1,5 @@
 //! Multi-producer multi-consumer channels: [`bounded`] (capacity 0 is a rendezvous),
-//! [`unbounded`], [`oneshot`], and [`select!`](crate::select) over several of them.
+//! [`unbounded`], [`oneshot()`], and [`select!`](crate::select) over several of them.
 //!
 //! Senders and receivers are cloneable and work from fibers and OS threads alike. Errors follow
 //! crossbeam-channel: a failed send hands the value back.

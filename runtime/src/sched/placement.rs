@@ -1,0 +1,63 @@
+//! Where a fiber of a non-migrating runtime makes its home.
+//!
+//! A started fiber stays on the worker it first ran on (DESIGN.md decision 7), so the only moment
+//! its load can be balanced is its first run. Stealing unstarted fibers covers the case of a
+//! worker that spawns faster than it runs; it does not cover a fiber that is spawned and run at
+//! once. The usual shape is a server: an accept loop spawns a fiber per connection, the new
+//! fiber runs from the LIFO slot as soon as the acceptor waits for the next connection, parks on
+//! its first `read`, and is pinned there. Every connection then lives on the acceptor's worker
+//! while the others only poll the reactor and forward readiness to it.
+//!
+//! So a worker about to start a fiber compares the number of fibers homed on it (`homed`) with
+//! another worker's. If it has clearly more, it gives the fiber to that worker instead: it
+//! records the home, counts the fiber in the target's `homed` at once (so a burst of spawns sees
+//! the hand-over before the target has run anything), and pushes it into the target's inbox,
+//! exactly like a pinned fiber woken elsewhere. The target starts it without asking again.
+//!
+//! *Clearly more* is `mine > theirs + 1 + mine / 8`, and once a worker starts handing fibers over
+//! it goes on until the two counts are level. The slack grows with the population, so hand-overs
+//! come in runs: a hundred connections end up split within a few of even, while a ring of ten
+//! thousand fibers that talk to their neighbours moves in runs of hundreds, and few neighbours
+//! end up on different workers.
+//!
+//! The comparison is with one other worker: the one this worker is currently handing over to,
+//! or else one picked at random (with two choices per decision, the populations stay within the
+//! slack of each other, as in "the power of two choices"). Spare workers (started by the monitor
+//! for a stuck worker) neither give nor receive: they exist for a while only. The counts are
+//! read without synchronisation; a stale count makes one placement worse, never a fiber lost,
+//! because the inbox and wake are the same path every cross-worker wake takes.
+
+use crate::loom::Ordering::*;
+
+use super::worker::WorkerContext;
+
+impl WorkerContext {
+    /// The worker the unstarted fiber this worker is about to run should live on instead, if
+    /// any (module docs). A returned worker has already counted the fiber in its `homed`.
+    pub(super) fn hand_over_target(&self) -> Option<usize> {
+        let shared = &self.shared;
+        let workers = shared.config.workers;
+        if workers < 2 || self.is_spare() || shared.config.migrate {
+            return None;
+        }
+        let mut local = self.local.borrow_mut();
+        let mine = shared.workers[self.index].homed.load(Relaxed);
+        let (target, level) = match local.handing_over_to {
+            Some(target) => (target, 0),
+            None => {
+                let pick = (local.next_random() % (workers as u64 - 1)) as usize;
+                let target = if pick >= self.index { pick + 1 } else { pick };
+                (target, 1 + mine / 8)
+            }
+        };
+        let theirs = shared.workers[target].homed.load(Relaxed);
+        if mine > theirs + level {
+            local.handing_over_to = Some(target);
+            shared.workers[target].homed.fetch_add(1, Relaxed);
+            Some(target)
+        } else {
+            local.handing_over_to = None;
+            None
+        }
+    }
+}
