@@ -340,25 +340,26 @@ fn fibers_migrate_when_allowed() {
 }
 
 #[test]
-fn fibers_spawned_one_at_a_time_are_spread_over_the_workers() {
-    // An accept loop's shape: spawn one long-lived fiber, wait, spawn the next. Each new fiber
-    // would run (and so be pinned) on the spawner's worker; placement hands some to the other.
+fn detached_fibers_spawned_one_at_a_time_are_spread_over_the_workers() {
+    // An accept loop's shape: spawn one long-lived detached fiber, wait, spawn the next. Each
+    // new fiber would run (and so be pinned) on the spawner's worker; placement hands some to
+    // the other worker.
     let rt = rt(2);
     let threads = Arc::new(Mutex::new(Vec::new()));
     let t = threads.clone();
     within(&rt, Duration::from_secs(60), move || {
-        let hs: Vec<_> = (0..100)
-            .map(|_| {
-                let t = t.clone();
-                let h = fil::spawn(move || {
-                    t.lock().unwrap().push(thread::current().id());
-                    fil::sleep(Duration::from_millis(400));
-                });
-                fil::sleep(Duration::from_millis(1));
-                h
-            })
-            .collect();
-        hs.into_iter().for_each(|h| h.join().unwrap());
+        for _ in 0..100 {
+            let t = t.clone();
+            // Detached: the handle is dropped at once.
+            fil::spawn(move || {
+                t.lock().unwrap().push(thread::current().id());
+                fil::sleep(Duration::from_millis(400));
+            });
+            fil::sleep(Duration::from_millis(1));
+        }
+        while t.lock().unwrap().len() < 100 {
+            fil::sleep(Duration::from_millis(1));
+        }
     });
     let threads = threads.lock().unwrap();
     let first = threads[0];

@@ -16,9 +16,9 @@
 //! worker looks at the injector first, so it cannot be starved by local work.
 //!
 //! A fiber of a non-migrating runtime makes its home where it first runs. A worker about to
-//! start one that has clearly more fibers homed on it than another worker hands it over to that
-//! worker's inbox instead ([`placement`]), so the fibers an accept loop spawns one at a time do
-//! not all end up on the acceptor's worker.
+//! start a detached one (its `JoinHandle` dropped) that has clearly more fibers homed on it than
+//! another worker hands it over to that worker's inbox instead ([`placement`]), so the fibers an
+//! accept loop spawns one at a time do not all end up on the acceptor's worker.
 //!
 //! # Searching and parking (why no wake-up is lost)
 //!

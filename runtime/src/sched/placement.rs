@@ -8,7 +8,15 @@
 //! its first `read`, and is pinned there. Every connection then lives on the acceptor's worker
 //! while the others only poll the reactor and forward readiness to it.
 //!
-//! So a worker about to start a fiber compares the number of fibers homed on it (`homed`) with
+//! Only *detached* fibers are placed this way: those whose `JoinHandle` is already gone when they
+//! first run (`filament::spawn(..);` as a statement, the accept loop's shape). A fiber whose
+//! handle is still held usually talks to the fiber holding it (it will be joined, or it shares
+//! channels with its spawner, as in a fork/join tree or two fibers passing a value back and
+//! forth), and putting the two on different workers turns every exchange into a cross-worker
+//! wake: in skynet (a fork/join tree of a million fibers) and pingpong, placing every fiber made
+//! the runs 1.5x and 5x slower. Those fibers are left to work stealing as before.
+//!
+//! So a worker about to start a detached fiber compares the number of fibers homed on it (`homed`) with
 //! another worker's. If it has clearly more, it gives the fiber to that worker instead: it
 //! records the home, counts the fiber in the target's `homed` at once (so a burst of spawns sees
 //! the hand-over before the target has run anything), and pushes it into the target's inbox,
@@ -29,15 +37,23 @@
 
 use crate::loom::Ordering::*;
 
+use super::task::TaskRef;
 use super::worker::WorkerContext;
+
+/// True when no `JoinHandle` of the unstarted `task` exists any more: the only references left
+/// are the registry's and the one the calling worker runs it with. (The count can only fall
+/// meanwhile, and a stale read only makes one placement decision differently.)
+fn is_detached(task: &TaskRef) -> bool {
+    std::sync::Arc::strong_count(task) <= 2
+}
 
 impl WorkerContext {
     /// The worker the unstarted fiber this worker is about to run should live on instead, if
     /// any (module docs). A returned worker has already counted the fiber in its `homed`.
-    pub(super) fn hand_over_target(&self) -> Option<usize> {
+    pub(super) fn hand_over_target(&self, task: &TaskRef) -> Option<usize> {
         let shared = &self.shared;
         let workers = shared.config.workers;
-        if workers < 2 || self.is_spare() || shared.config.migrate {
+        if workers < 2 || self.is_spare() || shared.config.migrate || !is_detached(task) {
             return None;
         }
         let mut local = self.local.borrow_mut();

@@ -518,7 +518,7 @@ impl WorkerContext {
         let mut home = header.home.load(Acquire);
         if home == NO_HOME {
             // About to start here: or should it live on a less loaded worker? (`placement`)
-            if let Some(target) = self.hand_over_target() {
+            if let Some(target) = self.hand_over_target(&task) {
                 header.home.store(target, Release);
                 home = target;
             }
