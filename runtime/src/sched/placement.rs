@@ -24,9 +24,9 @@
 //!
 //! *Clearly more* is `mine > theirs + 1 + mine / 8`, and once a worker starts handing fibers over
 //! it goes on until the two counts are level. The slack grows with the population, so hand-overs
-//! come in runs: a hundred connections end up split within a few of even, while a ring of ten
-//! thousand fibers that talk to their neighbours moves in runs of hundreds, and few neighbours
-//! end up on different workers.
+//! come in runs: a hundred connections end up split within a few of even (48–53 each in the echo
+//! bench), while ten thousand detached fibers move in runs of hundreds, so fibers spawned one
+//! after the other mostly share a worker.
 //!
 //! The comparison is with one other worker: the one this worker is currently handing over to,
 //! or else one picked at random (with two choices per decision, the populations stay within the
