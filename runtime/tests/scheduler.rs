@@ -368,6 +368,18 @@ fn detached_fibers_spawned_one_at_a_time_are_spread_over_the_workers() {
         (35..=65).contains(&on_first),
         "{on_first} of 100 fibers started on one worker"
     );
+    // Every hand-over counted the fiber in its new home; once all have ended, no count is left.
+    let start = Instant::now();
+    let mut homed = rt.metrics().homed_fibers;
+    while homed.iter().sum::<usize>() != 0 && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(10));
+        homed = rt.metrics().homed_fibers;
+    }
+    assert_eq!(
+        homed.iter().sum::<usize>(),
+        0,
+        "homed counts left: {homed:?}"
+    );
 }
 
 #[test]

@@ -536,12 +536,7 @@ impl WorkerContext {
         let slot = unsafe { &mut *header.fiber.get() };
         if slot.is_none() {
             if header.state.is_cancelled() {
-                if home != NO_HOME {
-                    // Handed over, so counted in `homed` before it started (`placement`).
-                    shared.workers[home].homed.fetch_sub(1, Relaxed);
-                }
-                task.body.fail_unstarted(Box::new(Cancelled));
-                self.finish(&task);
+                self.end_unstarted(&task, home, Box::new(Cancelled));
                 return;
             }
             let stack = match stack::acquire(header.stack_size) {
@@ -549,8 +544,7 @@ impl WorkerContext {
                 Err(error) => {
                     // Reported through `join` as a panic payload (a message, like a panic's).
                     let msg = format!("filament: cannot allocate a fiber stack: {error}");
-                    task.body.fail_unstarted(Box::new(msg));
-                    self.finish(&task);
+                    self.end_unstarted(&task, home, Box::new(msg));
                     return;
                 }
             };
@@ -624,6 +618,17 @@ impl WorkerContext {
                 self.finish(&task);
             }
         }
+    }
+
+    /// Ends a fiber that never started (cancelled, or no stack could be had for it) with
+    /// `payload` as its `join` error. A fiber handed over by `placement` was counted in its
+    /// home's `homed` before it ran (`home` is set); that count is given back.
+    fn end_unstarted(&self, task: &TaskRef, home: usize, payload: Box<dyn std::any::Any + Send>) {
+        if home != NO_HOME {
+            self.shared.workers[home].homed.fetch_sub(1, Relaxed);
+        }
+        task.body.fail_unstarted(payload);
+        self.finish(task);
     }
 
     fn finish(&self, task: &TaskRef) {
