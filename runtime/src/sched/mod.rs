@@ -83,6 +83,8 @@ mod placement;
 pub(crate) mod registry;
 pub(crate) mod state;
 pub(crate) mod task;
+mod task_memory;
+mod task_ref;
 pub(crate) mod wait_slot;
 pub(crate) mod worker;
 pub(crate) mod worker_idle;
@@ -97,7 +99,7 @@ use crate::reactor::Reactor;
 use crate::time::Timers;
 
 pub use self::task::Cancelled;
-pub(crate) use self::task::TaskRef;
+pub(crate) use self::task_ref::TaskRef;
 
 /// Settings fixed at build time.
 #[derive(Debug, Clone)]

@@ -37,14 +37,14 @@
 
 use crate::loom::Ordering::*;
 
-use super::task::TaskRef;
+use super::task_ref::TaskRef;
 use super::worker::WorkerContext;
 
 /// True when no `JoinHandle` of the unstarted `task` exists any more: the only references left
 /// are the registry's and the one the calling worker runs it with. (The count can only fall
 /// meanwhile, and a stale read only makes one placement decision differently.)
 fn is_detached(task: &TaskRef) -> bool {
-    std::sync::Arc::strong_count(task) <= 2
+    task.count() <= 2
 }
 
 impl WorkerContext {

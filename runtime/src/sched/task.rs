@@ -17,6 +17,7 @@
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe, Location};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::thread;
 
@@ -25,6 +26,7 @@ use crate::loom::{AtomicBool, AtomicUsize};
 
 use super::join_state::JoinState;
 use super::state::TaskState;
+use super::task_ref::TaskRef;
 use super::Shared;
 
 /// `home` of a fiber that has not run yet.
@@ -36,6 +38,8 @@ pub struct Cancelled;
 
 /// The type-independent part of a task.
 pub(crate) struct Header {
+    /// The count of [`TaskRef`]s (see [`super::task_ref`]).
+    pub(crate) refs: AtomicUsize,
     pub(crate) state: TaskState,
     pub(crate) id: u64,
     pub(crate) name: Option<Arc<str>>,
@@ -68,9 +72,6 @@ pub(crate) struct Task<B: ?Sized> {
     pub(crate) body: B,
 }
 
-/// A counted, type-erased reference to a task.
-pub(crate) type TaskRef = Arc<Task<dyn Body>>;
-
 /// The reference a PARKED fiber's state owns, taken by whoever moves the fiber out of PARKED
 /// (a wake, a cancel, its timer), to queue it.
 ///
@@ -88,8 +89,8 @@ pub(crate) type TaskRef = Arc<Task<dyn Body>>;
 /// reference or, for a bare pointer, knows the task cannot be freed during the call).
 pub(crate) unsafe fn take_parked_ref(task: &Task<dyn Body>) -> TaskRef {
     // SAFETY: the parked state owned one count (see above), which the caller's transition
-    // hands to us; the pointer comes from an `Arc` (every task lives in one).
-    unsafe { Arc::from_raw(task as *const Task<dyn Body>) }
+    // hands to us; the task is alive (caller).
+    unsafe { TaskRef::from_raw(NonNull::from(task)) }
 }
 
 // SAFETY: `header.fiber` is accessed only by the task's owning worker (state RUNNING) or by the
@@ -221,8 +222,9 @@ where
     shared
         .live_tasks
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let task: Arc<Task<dyn Body + 'a>> = Arc::new(Task {
+    let task = Task {
         header: Header {
+            refs: AtomicUsize::new(1),
             state: TaskState::new_scheduled(),
             id,
             name,
@@ -242,10 +244,10 @@ where
         body: BodyImpl {
             stage: UnsafeCell::new(Stage::Pending(f)),
         },
-    });
-    // SAFETY: only the trait object's lifetime bound changes (same layout); the caller
-    // guarantees no `F` or `T` is used or dropped after 'a.
-    unsafe { std::mem::transmute::<Arc<Task<dyn Body + 'a>>, TaskRef>(task) }
+    };
+    // SAFETY: the count starts at 1; the caller guarantees no `F` or `T` is used or dropped
+    // after 'a.
+    unsafe { TaskRef::new(task) }
 }
 
 #[cfg(test)]

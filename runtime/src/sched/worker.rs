@@ -26,7 +26,8 @@ use crate::stack;
 
 use super::idle::WorkerParker;
 use super::state::{Lifecycle, ParkOutcome};
-use super::task::{take_parked_ref, Body, Cancelled, Task, TaskRef, NO_HOME};
+use super::task::{take_parked_ref, Body, Cancelled, Task, NO_HOME};
+use super::task_ref::TaskRef;
 use super::worker_idle::SpinBudget;
 use super::Shared;
 
@@ -147,7 +148,7 @@ pub struct FiberRef(pub(crate) TaskRef);
 
 impl FiberRef {
     pub(crate) fn ptr_eq(&self, other: &FiberRef) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        TaskRef::ptr_eq(&self.0, &other.0)
     }
     pub(crate) fn id(&self) -> u64 {
         self.0.header.id
@@ -172,11 +173,8 @@ pub(crate) fn current_fiber_ref() -> Option<FiberRef> {
 /// `ptr` is the running task (from [`current_task`]).
 unsafe fn counted(ptr: TaskPtr) -> TaskRef {
     // SAFETY: the running task is kept alive by the worker running it (it holds a `TaskRef`
-    // for the whole run); we add one strong count for the new `Arc`.
-    unsafe {
-        Arc::increment_strong_count(ptr.as_ptr() as *const Task<dyn Body>);
-        Arc::from_raw(ptr.as_ptr() as *const Task<dyn Body>)
-    }
+    // for the whole run); we add one count for the new reference.
+    unsafe { TaskRef::clone_from_ptr(ptr) }
 }
 
 /// Wakes a fiber (sets its token; queues it if it was parked).
@@ -587,8 +585,10 @@ impl WorkerContext {
         CURRENT_TASK.with(|c| c.set(None));
         match outcome {
             // PARKED now owns our reference; the wake that ends the park takes it over
-            // (`take_parked_ref`). Forgetting it touches nothing of the task.
-            None => std::mem::forget(task),
+            // (`take_parked_ref`). Giving it up touches nothing of the task.
+            None => {
+                task.into_raw();
+            }
             Some(false) if suspended_with == SUSPEND_YIELD && !shared.config.migrate => {
                 // A yielding pinned fiber goes to this worker's own pinned queue, which no other
                 // thread pops, so it stays RUNNING ("owned by a worker that is about to decide

@@ -31,7 +31,7 @@ use crossbeam_deque::Steal;
 
 use crate::loom::Ordering::*;
 
-use super::task::TaskRef;
+use super::task_ref::TaskRef;
 use super::worker::{WorkerContext, SPARE_IDLE};
 
 /// The longest a worker spins before it parks.
