@@ -84,7 +84,7 @@ pub(crate) fn snapshot(shared: &Arc<Shared>) -> Metrics {
         .collect();
     let homed_fibers = running_slots
         .iter()
-        .map(|&i| shared.workers[i].homed.load(Relaxed))
+        .map(|&i| shared.workers[i].homed.get())
         .collect();
     let queue_depths = running_slots
         .iter()

@@ -35,8 +35,6 @@
 //! read without synchronisation; a stale count makes one placement worse, never a fiber lost,
 //! because the inbox and wake are the same path every cross-worker wake takes.
 
-use crate::loom::Ordering::*;
-
 use super::task_ref::TaskRef;
 use super::worker::WorkerContext;
 
@@ -57,7 +55,7 @@ impl WorkerContext {
             return None;
         }
         let mut local = self.local.borrow_mut();
-        let mine = shared.workers[self.index].homed.load(Relaxed);
+        let mine = shared.workers[self.index].homed.get();
         let (target, level) = match local.handing_over_to {
             Some(target) => (target, 0),
             None => {
@@ -66,10 +64,10 @@ impl WorkerContext {
                 (target, 1 + mine / 8)
             }
         };
-        let theirs = shared.workers[target].homed.load(Relaxed);
+        let theirs = shared.workers[target].homed.get();
         if mine > theirs + level {
             local.handing_over_to = Some(target);
-            shared.workers[target].homed.fetch_add(1, Relaxed);
+            shared.workers[target].homed.add_other(1);
             Some(target)
         } else {
             local.handing_over_to = None;

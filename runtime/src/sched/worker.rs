@@ -64,7 +64,7 @@ pub(crate) struct WorkerShared {
     /// True while the worker runs a fiber.
     pub(crate) busy: AtomicBool,
     /// Live fibers that started on this worker (a spare may exit only when it has none).
-    pub(crate) homed: AtomicUsize,
+    pub(crate) homed: HomedCount,
     /// Counters bumped by this worker's thread (see `Shared::bump`).
     pub(crate) counters: CachePadded<super::Counters>,
 }
@@ -80,9 +80,44 @@ impl WorkerShared {
             status: AtomicUsize::new(SLOT_UNUSED),
             tick: AtomicU64::new(0),
             busy: AtomicBool::new(false),
-            homed: AtomicUsize::new(0),
+            homed: HomedCount::default(),
             counters: CachePadded::new(super::Counters::default()),
         }
+    }
+}
+
+/// The number of live fibers homed on a worker, kept in two words so that the changes the
+/// worker makes itself (one at a fiber's first run, one at its end) are a load and a store, not
+/// locked read-modify-writes: `own` is written only by the thread serving the worker's slot
+/// (one at a time, like its `Counters`), `others` by any other thread (a hand-over from
+/// [`placement`](super::placement), the end of a fiber seen elsewhere). The count is their
+/// wrapping sum; a reader racing a change may see it one off, which the heuristics reading it
+/// tolerate (it never goes below zero for long: see [`HomedCount::get`]).
+#[derive(Default)]
+pub(crate) struct HomedCount {
+    own: AtomicUsize,
+    others: AtomicUsize,
+}
+
+impl HomedCount {
+    /// The count (a snapshot). A transiently negative sum reads as zero.
+    pub(crate) fn get(&self) -> usize {
+        let sum = self
+            .own
+            .load(Relaxed)
+            .wrapping_add(self.others.load(Relaxed));
+        (sum as isize).max(0) as usize
+    }
+
+    /// Adds `delta` as the thread serving this worker's slot.
+    fn add_own(&self, delta: isize) {
+        let own = self.own.load(Relaxed);
+        self.own.store(own.wrapping_add_signed(delta), Relaxed);
+    }
+
+    /// Adds `delta` from any other thread.
+    pub(super) fn add_other(&self, delta: isize) {
+        self.others.fetch_add(delta as usize, Relaxed);
     }
 }
 
@@ -548,7 +583,7 @@ impl WorkerContext {
             };
             if home == NO_HOME {
                 header.home.store(self.index, Release);
-                shared.workers[self.index].homed.fetch_add(1, Relaxed);
+                self.count_homed(self.index, 1);
             }
             let body = BodyPtr(&task.body as *const dyn Body);
             *slot = Some(RawFiber::with_name(stack, header.name.clone(), move || {
@@ -613,8 +648,7 @@ impl WorkerContext {
                 if let Ok(stack) = fiber.into_stack() {
                     stack::release(stack);
                 }
-                let home = header.home.load(Relaxed);
-                shared.workers[home].homed.fetch_sub(1, Relaxed);
+                self.count_homed(header.home.load(Relaxed), -1);
                 self.finish(&task);
             }
         }
@@ -625,19 +659,28 @@ impl WorkerContext {
     /// home's `homed` before it ran (`home` is set); that count is given back.
     fn end_unstarted(&self, task: &TaskRef, home: usize, payload: Box<dyn std::any::Any + Send>) {
         if home != NO_HOME {
-            self.shared.workers[home].homed.fetch_sub(1, Relaxed);
+            self.count_homed(home, -1);
         }
         task.body.fail_unstarted(payload);
         self.finish(task);
     }
 
+    /// Adds `delta` to `worker`'s count of homed fibers, from this worker's thread.
+    fn count_homed(&self, worker: usize, delta: isize) {
+        let homed = &self.shared.workers[worker].homed;
+        if worker == self.index {
+            homed.add_own(delta);
+        } else {
+            homed.add_other(delta);
+        }
+    }
+
     fn finish(&self, task: &TaskRef) {
         task.header.state.finish();
         task.header.join.complete();
-        self.shared.workers[self.index]
-            .counters
-            .finished
-            .fetch_add(1, Relaxed);
+        let finished = &self.shared.workers[self.index].counters.finished;
+        // Only this worker's thread writes its counters (see `Shared::bump`).
+        finished.store(finished.load(Relaxed).wrapping_add(1), Relaxed);
         self.shared.registry.remove(task);
     }
 

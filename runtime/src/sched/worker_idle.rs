@@ -206,7 +206,7 @@ impl WorkerContext {
             self.set_searching(true);
         }
         if timed_out_idle
-            && me.homed.load(Relaxed) == 0
+            && me.homed.get() == 0
             && !self.has_local_work()
             && !shared.has_stealable_work()
         {
@@ -220,7 +220,7 @@ impl WorkerContext {
     /// the budget ran out and the worker should park. `since` is when the worker went idle.
     pub(super) fn spin_for_work(&self, since: Instant) -> bool {
         let shared = &self.shared;
-        if shared.config.migrate || shared.workers[self.index].homed.load(Relaxed) == 0 {
+        if shared.config.migrate || shared.workers[self.index].homed.get() == 0 {
             return false;
         }
         let Some(budget) = self.local.borrow().spin.current() else {
