@@ -69,7 +69,8 @@ pub struct FiberInfo {
     pub waiting_on: Option<(&'static str, &'static Location<'static>)>,
 }
 
-/// Every live fiber of a runtime, sorted by id. `Display` prints one paragraph per fiber.
+/// Every started, live fiber of a runtime, sorted by id, and how many have not started yet.
+/// `Display` prints one paragraph per started fiber.
 ///
 /// ```
 /// use filament_runtime::{dump::FiberState, Runtime};
@@ -93,8 +94,11 @@ pub struct FiberInfo {
 pub struct Dump {
     /// The runtime's name.
     pub runtime: String,
-    /// The live fibers.
+    /// The live fibers that have started (a fiber is listed from its first run on).
     pub fibers: Vec<FiberInfo>,
+    /// Live fibers that have not started yet (queued since their spawn). Counted, not listed:
+    /// a spawn storm can queue millions, and listing them would need a lock on the spawn path.
+    pub not_started: usize,
 }
 
 pub(crate) fn snapshot(shared: &Shared) -> Dump {
@@ -123,9 +127,12 @@ pub(crate) fn snapshot(shared: &Shared) -> Dump {
         })
         .collect();
     fibers.sort_by_key(|f| f.id);
+    // Approximate: fibers start and end while we look.
+    let not_started = (shared.live_fibers() as usize).saturating_sub(fibers.len());
     Dump {
         runtime: shared.config.name.to_string(),
         fibers,
+        not_started,
     }
 }
 
@@ -146,9 +153,11 @@ impl fmt::Display for Dump {
         let (running, runnable, parked) = self.counts();
         writeln!(
             f,
-            "runtime '{}': {} fibers ({running} running, {runnable} runnable, {parked} parked)",
+            "runtime '{}': {} fibers ({running} running, {runnable} runnable, {parked} parked), \
+             {} not started yet",
             self.runtime,
-            self.fibers.len()
+            self.fibers.len(),
+            self.not_started
         )?;
         for fiber in &self.fibers {
             write!(f, "\nfiber {}", fiber.id)?;

@@ -96,7 +96,7 @@ pub(crate) fn snapshot(shared: &Arc<Shared>) -> Metrics {
         workers,
         spare_workers: running_slots.len().saturating_sub(workers),
         spare_workers_started: counters.spares_started.load(Relaxed),
-        fibers_alive: shared.registry.live(),
+        fibers_alive: shared.live_fibers() as usize,
         fibers_spawned: shared.count(|c| &c.spawned),
         fibers_finished: shared.count(|c| &c.finished),
         steals: shared.count(|c| &c.steals),

@@ -153,7 +153,7 @@ impl RuntimeBuilder {
             idle: Idle::new(slots),
             reactor: Arc::new(Reactor::new()?),
             timers: Timers::new(config.workers),
-            registry: Registry::new(),
+            registry: Registry::new(slots),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
             #[cfg(test)]
@@ -251,7 +251,7 @@ impl fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("name", &self.shared.config.name)
             .field("workers", &self.shared.config.workers)
-            .field("live_fibers", &self.shared.registry.live())
+            .field("live_fibers", &self.shared.live_fibers())
             .finish()
     }
 }
@@ -262,7 +262,7 @@ impl Drop for Runtime {
         shared.shutdown.store(true, SeqCst);
         // Cancel until nothing is live (fibers may spawn more while they unwind).
         let mut pause = Duration::from_micros(50);
-        while shared.registry.live() > 0 {
+        while shared.live_fibers() > 0 {
             for task in shared.registry.snapshot() {
                 if task.header.state.cancel() {
                     // SAFETY: our `cancel` moved the task out of PARKED; we hold a reference.

@@ -187,3 +187,46 @@ fn dump_on_signal_prints_and_keeps_running() {
     assert!(stderr.contains("'napper' [parked]"), "{stderr}");
     assert!(stderr.contains("waiting on sleep at"), "{stderr}");
 }
+
+/// Fibers queued but not started are counted in the dump, not listed; once they run they are
+/// listed, and once they end they are gone (the count too).
+#[test]
+fn dump_counts_fibers_that_have_not_started() {
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let release = Arc::new(AtomicBool::new(false));
+    let r = release.clone();
+    let (queued, handles) = rt.block_on(|| {
+        // On one worker, fibers spawned by the running fiber wait until it parks or yields.
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let r = r.clone();
+                fil::spawn(move || {
+                    while !r.load(SeqCst) {
+                        fil::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        (rt.dump(), handles)
+    });
+    assert_eq!(queued.not_started, 50, "{queued}");
+    assert!(queued.fibers.iter().all(|f| f.state == FiberState::Running));
+    assert!(
+        queued.to_string().contains("50 not started yet"),
+        "{queued}"
+    );
+    let start = Instant::now();
+    loop {
+        let dump = rt.dump();
+        if dump.fibers.len() == 50 && dump.not_started == 0 {
+            assert!(dump.fibers.iter().all(|f| f.state != FiberState::Running));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{dump}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    release.store(true, SeqCst);
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let dump = rt.dump();
+    assert_eq!((dump.fibers.len(), dump.not_started), (0, 0), "{dump}");
+}

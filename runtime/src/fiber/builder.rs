@@ -83,7 +83,7 @@ impl Builder {
     }
 }
 
-/// Makes a new task with a fresh id (`make`), registers and queues it. The calling thread's
+/// Makes a new task with a fresh id (`make`), counts and queues it. The calling thread's
 /// worker is looked up once for the id, the counter and the queue.
 fn submit(shared: &Arc<Shared>, make: impl FnOnce(u64) -> TaskRef) -> TaskRef {
     let here = shared.here();
@@ -92,7 +92,6 @@ fn submit(shared: &Arc<Shared>, make: impl FnOnce(u64) -> TaskRef) -> TaskRef {
         // The runtime is shutting down: the fiber is cancelled before it ever runs.
         task.header.state.cancel();
     }
-    shared.registry.insert(&task);
     shared.bump_at(here, |c| &c.spawned);
     shared.schedule_at(here, task.clone());
     // `here` is not used past this point: the backpressure may suspend the fiber.

@@ -71,9 +71,10 @@
 //!
 //! # Shutdown
 //!
-//! Dropping the `Runtime` sets the shutdown flag, cancels every live fiber (each unwinds at its
-//! next blocking point; fibers that never started are dropped), waits until the registry of live
-//! fibers is empty, then stops and joins the workers and the monitor.
+//! Dropping the `Runtime` sets the shutdown flag, cancels every started fiber in the registry
+//! (each unwinds at its next blocking point; a fiber that has not started ends, cancelled, when a
+//! worker takes it), repeats until the spawned and finished counters say no fiber is live
+//! (`Shared::live_fibers`), then stops and joins the workers and the monitor.
 
 pub(crate) mod blocking_pool;
 pub(crate) mod idle;
@@ -224,6 +225,28 @@ impl Shared {
                 which(&self.counters).fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// Fibers spawned and not finished yet (started or not).
+    ///
+    /// Read from the counters, finished first: every fiber counted as finished was counted as
+    /// spawned before it was queued, and the worker that finished it took it from that queue
+    /// and then stored its `finished` count with Release. So once our Acquire loads see that
+    /// count, the spawned sum read after them includes the fiber, and the difference never
+    /// misses a live fiber (it may count one spawned meanwhile). Every slot is summed, not only
+    /// `slots_used`, so a spare that just started cannot be missed.
+    pub(crate) fn live_fibers(&self) -> u64 {
+        let sum = |which: fn(&Counters) -> &AtomicU64| -> u64 {
+            let workers: u64 = self
+                .workers
+                .iter()
+                .map(|w| which(&w.counters).load(Acquire))
+                .sum();
+            workers + which(&self.counters).load(Acquire)
+        };
+        let finished = sum(|c| &c.finished);
+        let spawned = sum(|c| &c.spawned);
+        spawned.saturating_sub(finished)
     }
 
     /// A counter summed over the shared set and every worker slot that ever ran.

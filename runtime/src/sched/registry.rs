@@ -1,18 +1,25 @@
-//! The registry of live fibers of a runtime: what shutdown cancels and `Runtime::dump` lists.
+//! The registry of started fibers of a runtime: what shutdown cancels and `Runtime::dump` lists.
 //!
-//! Sharded by fiber id; each shard is a slab (a vector with a free list) under a short lock, so
-//! insert and remove are O(1) without allocation in steady state. A fiber is inserted when it is
-//! spawned and removed by the worker that sees it finish, so the registry's strong reference
-//! also guarantees that a started fiber is never destroyed by whichever thread happens to drop
-//! the last reference: by then its stack is already gone.
+//! A fiber is inserted by the worker that starts it (its first run) into that worker's shard, and
+//! removed by the worker that sees it finish: the same worker, unless the runtime migrates
+//! started fibers. So the shard's lock is almost never contended and its lines stay in one
+//! core's cache; inserting at spawn instead (into a shard by id) made every spawn take a lock
+//! that the other workers' finishing fibers were taking too. Each shard is a slab (a vector with
+//! a free list), so insert and remove are O(1) without allocation in steady state.
+//!
+//! Fibers that have not started are not here: they are counted by the spawned and finished
+//! counters (`Shared::live_fibers`), and at shutdown a fiber is cancelled before it starts.
+//!
+//! The registry's strong reference also guarantees that a started fiber is never destroyed by
+//! whichever thread happens to drop the last reference: the reference is dropped by the worker
+//! that removes it, once its stack is already gone.
 
 use crossbeam_utils::CachePadded;
 
 use crate::loom::{Mutex, Ordering::*};
 
+use super::task::NOT_REGISTERED;
 use super::TaskRef;
-
-const SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Slab {
@@ -26,23 +33,26 @@ impl Slab {
     }
 }
 
-/// Live fibers, sharded.
+/// Started fibers, one shard per worker slot.
 pub(crate) struct Registry {
     shards: Box<[CachePadded<Mutex<Slab>>]>,
 }
 
 impl Registry {
-    pub(crate) fn new() -> Self {
+    /// A registry for `slots` worker slots.
+    pub(crate) fn new(slots: usize) -> Self {
         Registry {
-            shards: (0..SHARDS)
+            shards: (0..slots.max(1))
                 .map(|_| CachePadded::new(Mutex::new(Slab::default())))
                 .collect(),
         }
     }
 
-    pub(crate) fn insert(&self, task: &TaskRef) {
-        let shard = &self.shards[task.header.id as usize % SHARDS];
-        let mut slab = shard.lock();
+    /// Registers a fiber that worker slot `worker` is starting.
+    pub(crate) fn insert(&self, worker: usize, task: &TaskRef) {
+        let shards = self.shards.len();
+        let shard = worker % shards;
+        let mut slab = self.shards[shard].lock();
         let slot = match slab.free.pop() {
             Some(slot) => {
                 slab.entries[slot] = Some(task.clone());
@@ -53,15 +63,22 @@ impl Registry {
                 slab.entries.len() - 1
             }
         };
-        task.header.registry_slot.store(slot, Relaxed);
+        task.header
+            .registry_slot
+            .store(slot * shards + shard, Relaxed);
     }
 
-    /// Removes a finished fiber. (The reference it held is dropped after the lock.)
+    /// Removes a finished fiber, if it was registered. (The reference it held is dropped after
+    /// the lock.)
     pub(crate) fn remove(&self, task: &TaskRef) {
-        let shard = &self.shards[task.header.id as usize % SHARDS];
-        let slot = task.header.registry_slot.load(Relaxed);
+        let key = task.header.registry_slot.load(Relaxed);
+        if key == NOT_REGISTERED {
+            return;
+        }
+        let shards = self.shards.len();
+        let (slot, shard) = (key / shards, key % shards);
         let removed = {
-            let mut slab = shard.lock();
+            let mut slab = self.shards[shard].lock();
             let removed = slab.entries.get_mut(slot).and_then(Option::take);
             if removed.is_some() {
                 slab.free.push(slot);
@@ -71,14 +88,14 @@ impl Registry {
         drop(removed);
     }
 
-    /// Live fibers: a sum over the shards (no shared counter on the spawn path).
-    pub(crate) fn live(&self) -> usize {
+    /// Registered fibers: a sum over the shards.
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().live()).sum()
     }
 
-    /// A snapshot of every live fiber.
+    /// A snapshot of every registered fiber.
     pub(crate) fn snapshot(&self) -> Vec<TaskRef> {
-        let mut all = Vec::with_capacity(self.live());
+        let mut all = Vec::with_capacity(self.len());
         for shard in self.shards.iter() {
             all.extend(shard.lock().entries.iter().flatten().cloned());
         }

@@ -29,6 +29,9 @@ use super::state::TaskState;
 use super::task_ref::TaskRef;
 use super::Shared;
 
+/// `registry_slot` of a fiber that is not in the registry (it has not started).
+pub(crate) const NOT_REGISTERED: usize = usize::MAX;
+
 /// `home` of a fiber that has not run yet.
 pub(crate) const NO_HOME: usize = usize::MAX;
 
@@ -50,7 +53,8 @@ pub(crate) struct Header {
     pub(crate) join: JoinState,
     pub(crate) shared: Arc<Shared>,
     pub(crate) spawned_at: &'static Location<'static>,
-    /// Index in the runtime's registry of live fibers.
+    /// Where the fiber sits in the runtime's registry of started fibers (encoded by
+    /// [`super::registry`]), or [`NOT_REGISTERED`].
     pub(crate) registry_slot: AtomicUsize,
     /// Set once the cancellation unwind has been delivered (touched only by the fiber).
     pub(crate) cancel_delivered: AtomicBool,
@@ -234,7 +238,7 @@ where
             join: JoinState::new(),
             shared,
             spawned_at,
-            registry_slot: AtomicUsize::new(usize::MAX),
+            registry_slot: AtomicUsize::new(NOT_REGISTERED),
             cancel_delivered: AtomicBool::new(false),
             cancel_shield: AtomicBool::new(false),
             yielded: AtomicBool::new(false),

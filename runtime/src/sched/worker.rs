@@ -568,7 +568,9 @@ impl WorkerContext {
         // hand it back (queue it or publish PARKED/DONE). No other reference to the slot exists.
         let slot = unsafe { &mut *header.fiber.get() };
         if slot.is_none() {
-            if header.state.is_cancelled() {
+            // A runtime being dropped cancels the fibers that have not started yet here (the
+            // shutdown loop only sees registered, i.e. started, fibers).
+            if header.state.is_cancelled() || shared.shutdown.load(Acquire) {
                 self.end_unstarted(&task, home, Box::new(Cancelled));
                 return;
             }
@@ -585,6 +587,7 @@ impl WorkerContext {
                 header.home.store(self.index, Release);
                 self.count_homed(self.index, 1);
             }
+            shared.registry.insert(self.index, &task);
             let body = BodyPtr(&task.body as *const dyn Body);
             *slot = Some(RawFiber::with_name(stack, header.name.clone(), move || {
                 let body = body;
@@ -677,10 +680,12 @@ impl WorkerContext {
 
     fn finish(&self, task: &TaskRef) {
         task.header.state.finish();
-        task.header.join.complete();
         let finished = &self.shared.workers[self.index].counters.finished;
-        // Only this worker's thread writes its counters (see `Shared::bump`).
-        finished.store(finished.load(Relaxed).wrapping_add(1), Relaxed);
+        // Only this worker's thread writes its counters (see `Shared::bump`). Release: see
+        // `Shared::live_fibers`. Counted before `join` can return, so a joiner never sees its
+        // fiber still live in the metrics or a dump.
+        finished.store(finished.load(Relaxed).wrapping_add(1), Release);
+        task.header.join.complete();
         self.shared.registry.remove(task);
     }
 
