@@ -22,7 +22,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::fiber::{RawFiber, Resumed};
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
-use crate::stack;
+use crate::{arch, stack};
 
 use super::idle::WorkerParker;
 use super::state::{Lifecycle, ParkOutcome};
@@ -424,6 +424,51 @@ pub(crate) fn spawn_backpressure() {
     crate::fiber::suspend(SUSPEND_BACKPRESSURE);
 }
 
+/// Pinned queue length from which [`pop_pinned`] fetches ahead: about where the fibers' hot
+/// lines (a task header and the top of a stack, roughly 1 KiB per fiber) outgrow a core's L2
+/// cache. Below it the fibers are still cached when their turn comes, and the prefetches only
+/// cost instructions (yield on 1,000 fibers: 11.4 -> 12.7 ns).
+const PREFETCH_QUEUE_MIN: usize = 1024;
+
+/// Takes the next pinned fiber. Behind a long queue it also starts fetching the ones after it:
+/// the stack of the next one (whose header the previous call fetched) and the header of the one
+/// after. A worker with thousands of pinned fibers (10,000 sleepers woken by one timer tick)
+/// resumes each one cold; this way the loads overlap with running the fibers before them.
+fn pop_pinned(pinned: &mut VecDeque<TaskRef>) -> Option<TaskRef> {
+    let task = pinned.pop_front()?;
+    if pinned.len() < PREFETCH_QUEUE_MIN {
+        return Some(task);
+    }
+    if let Some(next) = pinned.front() {
+        prefetch_stack(next);
+    }
+    if let Some(after) = pinned.get(1) {
+        prefetch_header(after);
+    }
+    Some(task)
+}
+
+/// Bytes of a task object fetched ahead of its run: the header fields the worker touches.
+const PREFETCH_HEADER_BYTES: usize = 256;
+
+/// Starts loading the task's header (a hint, see [`arch::prefetch`]).
+fn prefetch_header(task: &TaskRef) {
+    let start = &**task as *const Task<dyn Body> as *const u8;
+    for offset in (0..PREFETCH_HEADER_BYTES).step_by(64) {
+        arch::prefetch(start.wrapping_add(offset));
+    }
+}
+
+/// Starts loading what resuming the task's fiber touches first, if it has run before.
+fn prefetch_stack(task: &TaskRef) {
+    // SAFETY: the task sits in this worker's LIFO slot or pinned queue, which no other thread
+    // pops, so no other thread touches its fiber now (module docs of `task`); its last writer
+    // handed it here through the state word or a queue, which ordered those writes before us.
+    if let Some(fiber) = unsafe { &*task.header.fiber.get() } {
+        fiber.prefetch_resume();
+    }
+}
+
 /// Scheduling decisions after which a spawner held back by backpressure runs again even if its
 /// worker's queue has not drained to half.
 const SPAWNER_PATIENCE: u32 = 2 * SPAWN_BACKLOG as u32;
@@ -449,6 +494,10 @@ impl WorkerContext {
             self.shared.wake_worker(home);
             return;
         }
+        // It runs next (unless the streak is used up): fetch what its resume will touch while
+        // the current fiber goes on to its next switch.
+        prefetch_header(&task);
+        prefetch_stack(&task);
         let previous = self.local.borrow_mut().lifo.replace(task);
         if let Some(previous) = previous {
             self.push_back(previous);
@@ -507,14 +556,14 @@ impl WorkerContext {
         // Alternate between pinned and stealable work so neither starves the other.
         let pinned_first = local.tick.is_multiple_of(2);
         if pinned_first {
-            if let Some(t) = local.pinned.pop_front() {
+            if let Some(t) = pop_pinned(&mut local.pinned) {
                 return Some(t);
             }
         }
         if let Some(t) = local.queue.pop() {
             return Some(t);
         }
-        if let Some(t) = local.pinned.pop_front() {
+        if let Some(t) = pop_pinned(&mut local.pinned) {
             return Some(t);
         }
         while !shared.injector.is_empty() {
