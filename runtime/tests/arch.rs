@@ -159,6 +159,22 @@ fn nested_fibers() {
     assert!(matches!(outer.resume(), Resumed::Finished(Ok(21))));
 }
 
+/// Prefetch hints never fault, whatever the address, and leave a fiber resumable: new, suspended
+/// and finished fibers alike.
+fn prefetch_is_only_a_hint() {
+    filament_runtime::arch::prefetch(std::ptr::null());
+    filament_runtime::arch::prefetch(usize::MAX as *const u8);
+    let mut f = RawFiber::new(stack_of(64 * 1024), || {
+        fiber::suspend(1);
+        2
+    });
+    f.prefetch_resume();
+    assert!(matches!(f.resume(), Resumed::Suspended(1)));
+    f.prefetch_resume();
+    assert!(matches!(f.resume(), Resumed::Finished(Ok(2))));
+    f.prefetch_resume();
+}
+
 #[inline(never)]
 fn distinctive_resumer_for_backtrace(f: &mut RawFiber<String>) -> String {
     match black_box(f).resume() {
@@ -307,6 +323,7 @@ fn main() {
         ),
         ("large_closure_is_boxed", large_closure_is_boxed),
         ("nested_fibers", nested_fibers),
+        ("prefetch_is_only_a_hint", prefetch_is_only_a_hint),
         ("backtrace_crosses_the_switch", backtrace_crosses_the_switch),
         (
             "native_runs_on_the_thread_stack",
