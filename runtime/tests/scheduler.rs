@@ -383,6 +383,40 @@ fn detached_fibers_spawned_one_at_a_time_are_spread_over_the_workers() {
 }
 
 #[test]
+fn joined_fibers_stay_with_their_spawner() {
+    // The same shape with the handles kept: such fibers usually talk to their spawner (a
+    // ping-pong pair, a fan-out joined at the end), so placement leaves them where they start.
+    let rt = rt(2);
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let t = threads.clone();
+    within(&rt, Duration::from_secs(60), move || {
+        let spawner = thread::current().id();
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let t = t.clone();
+                let h = fil::spawn(move || {
+                    t.lock().unwrap().push(thread::current().id());
+                    fil::sleep(Duration::from_millis(200));
+                });
+                fil::sleep(Duration::from_millis(1));
+                h
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        let on_spawner = t
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&id| id == spawner)
+            .count();
+        assert!(
+            on_spawner >= 90,
+            "only {on_spawner} of 100 joined fibers started on their spawner's worker"
+        );
+    });
+}
+
+#[test]
 fn blocking_calls_do_not_stall_other_fibers() {
     let rt = rt(2);
     within(&rt, Duration::from_secs(60), || {
