@@ -388,9 +388,10 @@ fn joined_fibers_stay_with_their_spawner() {
     // ping-pong pair, a fan-out joined at the end), so placement leaves them where they start.
     let rt = rt(2);
     let threads = Arc::new(Mutex::new(Vec::new()));
-    let t = threads.clone();
+    let spawner = Arc::new(Mutex::new(None));
+    let (t, s) = (threads.clone(), spawner.clone());
     within(&rt, Duration::from_secs(60), move || {
-        let spawner = thread::current().id();
+        *s.lock().unwrap() = Some(thread::current().id());
         let handles: Vec<_> = (0..100)
             .map(|_| {
                 let t = t.clone();
@@ -403,17 +404,15 @@ fn joined_fibers_stay_with_their_spawner() {
             })
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
-        let on_spawner = t
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|&&id| id == spawner)
-            .count();
-        assert!(
-            on_spawner >= 90,
-            "only {on_spawner} of 100 joined fibers started on their spawner's worker"
-        );
     });
+    let spawner = spawner.lock().unwrap().expect("the spawner ran");
+    let threads = threads.lock().unwrap();
+    let on_spawner = threads.iter().filter(|&&id| id == spawner).count();
+    assert!(
+        on_spawner >= 90,
+        "only {on_spawner} of {} joined fibers started on their spawner's worker",
+        threads.len()
+    );
 }
 
 #[test]
