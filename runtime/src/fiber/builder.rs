@@ -5,7 +5,6 @@ use std::io;
 use std::panic::Location;
 use std::sync::Arc;
 
-use crate::loom::Ordering::*;
 use crate::runtime::default_runtime;
 use crate::sched::task::{new_task, new_task_unchecked};
 use crate::sched::{worker, Shared, TaskRef};
@@ -88,10 +87,6 @@ impl Builder {
 fn submit(shared: &Arc<Shared>, make: impl FnOnce(u64) -> TaskRef) -> TaskRef {
     let here = shared.here();
     let task = make(shared.next_fiber_id_at(here));
-    if shared.shutdown.load(Acquire) {
-        // The runtime is shutting down: the fiber is cancelled before it ever runs.
-        task.header.state.cancel();
-    }
     shared.bump_at(here, |c| &c.spawned);
     shared.schedule_at(here, task.clone());
     // `here` is not used past this point: the backpressure may suspend the fiber.

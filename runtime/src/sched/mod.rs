@@ -203,7 +203,8 @@ impl Shared {
 
     /// Adds one to a counter of the calling thread's set: its worker's own (only that worker's
     /// thread writes it, so a load and a store do, with no locked read-modify-write), or the
-    /// runtime's shared set from any other thread.
+    /// runtime's shared set from any other thread. The store is Release (a plain store on x86_64)
+    /// so that [`Shared::count`]'s Acquire loads order it: [`Shared::live_fibers`] relies on it.
     #[inline]
     pub(crate) fn bump(&self, which: impl Fn(&Counters) -> &AtomicU64) {
         self.bump_at(self.here(), which);
@@ -219,10 +220,10 @@ impl Shared {
         match here {
             Some(ctx) => {
                 let c = which(&self.workers[ctx.index].counters);
-                c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+                c.store(c.load(Relaxed).wrapping_add(1), Release);
             }
             _ => {
-                which(&self.counters).fetch_add(1, Relaxed);
+                which(&self.counters).fetch_add(1, Release);
             }
         }
     }
@@ -233,30 +234,23 @@ impl Shared {
     /// spawned before it was queued, and the worker that finished it took it from that queue
     /// and then stored its `finished` count with Release. So once our Acquire loads see that
     /// count, the spawned sum read after them includes the fiber, and the difference never
-    /// misses a live fiber (it may count one spawned meanwhile). Every slot is summed, not only
-    /// `slots_used`, so a spare that just started cannot be missed.
+    /// misses a live fiber (it may count one spawned meanwhile). [`Shared::count`] sums every
+    /// slot, not only `slots_used`, so a spare that just started cannot be missed.
     pub(crate) fn live_fibers(&self) -> u64 {
-        let sum = |which: fn(&Counters) -> &AtomicU64| -> u64 {
-            let workers: u64 = self
-                .workers
-                .iter()
-                .map(|w| which(&w.counters).load(Acquire))
-                .sum();
-            workers + which(&self.counters).load(Acquire)
-        };
-        let finished = sum(|c| &c.finished);
-        let spawned = sum(|c| &c.spawned);
+        let finished = self.count(|c| &c.finished);
+        let spawned = self.count(|c| &c.spawned);
         spawned.saturating_sub(finished)
     }
 
-    /// A counter summed over the shared set and every worker slot that ever ran.
+    /// A counter summed over the shared set and every worker slot (Acquire loads: see
+    /// [`Shared::live_fibers`]; off the hot paths).
     pub(crate) fn count(&self, which: impl Fn(&Counters) -> &AtomicU64) -> u64 {
-        let used = self.slots_used.load(Relaxed);
-        let workers: u64 = self.workers[..used]
+        let workers: u64 = self
+            .workers
             .iter()
-            .map(|w| which(&w.counters).load(Relaxed))
+            .map(|w| which(&w.counters).load(Acquire))
             .sum();
-        workers + which(&self.counters).load(Relaxed)
+        workers + which(&self.counters).load(Acquire)
     }
 
     /// True when some queue other than the pinned ones holds work.

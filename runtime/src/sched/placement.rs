@@ -40,8 +40,8 @@ use super::worker::WorkerContext;
 
 /// True when no `JoinHandle` of the unstarted `task` exists any more: the only reference left is
 /// the one the calling worker runs it with (the registry takes its own only once the fiber
-/// starts). (The count can only fall
-/// meanwhile, and a stale read only makes one placement decision differently.)
+/// starts). The count can only fall meanwhile, and a stale read only makes one placement
+/// decision differently.
 fn is_detached(task: &TaskRef) -> bool {
     task.count() <= 1
 }

@@ -461,8 +461,8 @@ fn prefetch_header(task: &TaskRef) {
 
 /// Starts loading what resuming the task's fiber touches first, if it has run before.
 fn prefetch_stack(task: &TaskRef) {
-    // SAFETY: the task sits in this worker's LIFO slot or pinned queue, which no other thread
-    // pops, so no other thread touches its fiber now (module docs of `task`); its last writer
+    // SAFETY: the task sits in (or is being put into) this worker's LIFO slot or pinned queue,
+    // which no other thread pops, so no other thread touches its fiber now (module docs of `task`); its last writer
     // handed it here through the state word or a queue, which ordered those writes before us.
     if let Some(fiber) = unsafe { &*task.header.fiber.get() } {
         fiber.prefetch_resume();
@@ -494,10 +494,13 @@ impl WorkerContext {
             self.shared.wake_worker(home);
             return;
         }
-        // It runs next (unless the streak is used up): fetch what its resume will touch while
-        // the current fiber goes on to its next switch.
-        prefetch_header(&task);
-        prefetch_stack(&task);
+        if home != NO_HOME {
+            // A woken fiber runs next (unless the streak is used up): fetch what its resume will
+            // touch while the current fiber goes on to its next switch. (A new fiber has no stack
+            // yet, and its spawner has just written its header.)
+            prefetch_header(&task);
+            prefetch_stack(&task);
+        }
         let previous = self.local.borrow_mut().lifo.replace(task);
         if let Some(previous) = previous {
             self.push_back(previous);
@@ -617,8 +620,9 @@ impl WorkerContext {
         // hand it back (queue it or publish PARKED/DONE). No other reference to the slot exists.
         let slot = unsafe { &mut *header.fiber.get() };
         if slot.is_none() {
-            // A runtime being dropped cancels the fibers that have not started yet here (the
-            // shutdown loop only sees registered, i.e. started, fibers).
+            // A runtime being dropped cancels the fibers that have not started yet here, however
+            // late they were spawned (the shutdown loop only sees registered, i.e. started,
+            // fibers).
             if header.state.is_cancelled() || shared.shutdown.load(Acquire) {
                 self.end_unstarted(&task, home, Box::new(Cancelled));
                 return;
@@ -729,11 +733,9 @@ impl WorkerContext {
 
     fn finish(&self, task: &TaskRef) {
         task.header.state.finish();
-        let finished = &self.shared.workers[self.index].counters.finished;
-        // Only this worker's thread writes its counters (see `Shared::bump`). Release: see
-        // `Shared::live_fibers`. Counted before `join` can return, so a joiner never sees its
-        // fiber still live in the metrics or a dump.
-        finished.store(finished.load(Relaxed).wrapping_add(1), Release);
+        // Counted before `join` can return, so a joiner never sees its fiber still live in the
+        // metrics or a dump (`Shared::live_fibers`).
+        self.shared.bump_at(Some(self), |c| &c.finished);
         task.header.join.complete();
         self.shared.registry.remove(task);
     }
