@@ -40,7 +40,6 @@ fn pattern(i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// CPU time (user + system) of this process so far.
 /// The tests of this file run one at a time: the idle test measures the whole process's CPU
 /// time, which a concurrently running test would add to.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -10,7 +10,6 @@
 macro_rules! impl_stream_io {
     ($ty:ident, $read:expr, $write:expr) => {
         impl $ty {
-            /// One read, recording `site` if it waits.
             /// One read, recording `site` if it waits. A read shorter than `buf` (and not
             /// EOF) emptied the socket's receive buffer.
             fn read_at(&self, buf: &mut [u8], site: Site) -> io::Result<usize> {

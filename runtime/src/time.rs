@@ -200,7 +200,9 @@ impl Timers {
 
     /// True if a timer is due at `now`.
     pub(crate) fn is_due(&self, now: Instant) -> bool {
-        self.earliest() <= self.to_nanos(now)
+        let now = self.to_nanos(now);
+        // Stops at the first due shard (this runs in idle workers' spin loops).
+        self.shards.iter().any(|s| s.earliest.load(Acquire) <= now)
     }
 
     /// Announces that a worker is about to block in the reactor's poll until `deadline` (`None`:

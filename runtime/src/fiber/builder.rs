@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::runtime::default_runtime;
 use crate::sched::task::{new_task, new_task_unchecked};
-use crate::sched::{worker, Shared, TaskRef};
+use crate::sched::worker::{self, WorkerContext};
+use crate::sched::{Shared, TaskRef};
 use crate::stack::round_stack_size;
 
 use super::join::JoinHandle;
@@ -60,12 +61,27 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let shared = current_shared();
-        self.spawn_on(&shared, f)
+        let at = Location::caller();
+        with_current_shared(|shared, here| self.spawn_at(shared, here, at, f))
     }
 
     #[track_caller]
     pub(crate) fn spawn_on<F, T>(self, shared: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_at(shared, shared.here(), Location::caller(), f)
+    }
+
+    /// Spawns on `shared`, whose worker the calling thread is `here` (if it is one).
+    fn spawn_at<F, T>(
+        self,
+        shared: &Arc<Shared>,
+        here: Option<&WorkerContext>,
+        at: &'static Location<'static>,
+        f: F,
+    ) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -75,31 +91,31 @@ impl Builder {
             None => shared.config.stack_size,
         };
         let name = self.name.map(Arc::<str>::from);
-        let at = Location::caller();
-        Ok(JoinHandle::new(submit(shared, |id| {
+        Ok(JoinHandle::new(submit(shared, here, |id| {
             new_task(shared.clone(), id, name, stack_size, at, f)
         })))
     }
 }
 
-/// Makes a new task with a fresh id (`make`), counts and queues it. The calling thread's
-/// worker is looked up once for the id, the counter and the queue.
-fn submit(shared: &Arc<Shared>, make: impl FnOnce(u64) -> TaskRef) -> TaskRef {
-    let here = shared.here();
+/// Makes a new task with a fresh id (`make`), counts and queues it. `here` is the calling
+/// thread's worker of `shared` (`Shared::here`), looked up once by the caller for the id, the
+/// counter, the queue and the backpressure check.
+fn submit(
+    shared: &Arc<Shared>,
+    here: Option<&WorkerContext>,
+    make: impl FnOnce(u64) -> TaskRef,
+) -> TaskRef {
     let task = make(shared.next_fiber_id_at(here));
     shared.bump_at(here, |c| &c.spawned);
     shared.schedule_at(here, task.clone());
-    // `here` is not used past this point: the backpressure may suspend the fiber.
-    worker::spawn_backpressure();
+    // `here` is not used after this call: the backpressure may suspend the fiber.
+    worker::spawn_backpressure(here);
     task
 }
 
 /// The runtime of the calling fiber, or the default runtime.
 pub(crate) fn current_shared() -> Arc<Shared> {
-    match worker::current() {
-        Some(ctx) => ctx.shared.clone(),
-        None => default_runtime().shared().clone(),
-    }
+    with_current_shared(|shared, _| shared.clone())
 }
 
 /// Spawns a fiber running `f` on the current runtime (see [`Builder::spawn`]), like
@@ -119,20 +135,21 @@ where
     let at = Location::caller();
     // Borrowed, not cloned: every worker spawning would otherwise bounce the runtime's
     // reference count between the cores twice per spawn.
-    with_current_shared(|shared| {
-        JoinHandle::new(submit(shared, |id| {
+    with_current_shared(|shared, here| {
+        JoinHandle::new(submit(shared, here, |id| {
             new_task(shared.clone(), id, None, shared.config.stack_size, at, f)
         }))
     })
 }
 
-/// Runs `f` with the runtime of the calling fiber (or worker thread), else the default runtime.
-/// `f` must not keep the reference past a blocking point of a fiber (see `worker::current`):
-/// `submit` uses it only before its backpressure yield.
-fn with_current_shared<R>(f: impl FnOnce(&Arc<Shared>) -> R) -> R {
+/// Runs `f` with the runtime of the calling fiber (or worker thread), else the default runtime,
+/// and the calling thread's worker of it, if any (what `Shared::here` would find). `f` must not
+/// keep either reference past a blocking point of a fiber (see `worker::current`): `submit` uses
+/// them only up to its backpressure yield.
+fn with_current_shared<R>(f: impl FnOnce(&Arc<Shared>, Option<&WorkerContext>) -> R) -> R {
     match worker::current() {
-        Some(ctx) => f(&ctx.shared),
-        None => f(default_runtime().shared()),
+        Some(ctx) => f(&ctx.shared, Some(ctx)),
+        None => f(default_runtime().shared(), None),
     }
 }
 
@@ -146,7 +163,7 @@ where
     T: Send + 'a,
 {
     let at = Location::caller();
-    JoinHandle::new(submit(shared, |id| {
+    JoinHandle::new(submit(shared, shared.here(), |id| {
         // SAFETY: the callers (`Runtime::block_on`, `Scope`) wait for the fiber to finish and
         // take or drop its result before 'a ends.
         unsafe { new_task_unchecked(shared.clone(), id, None, shared.config.stack_size, at, f) }

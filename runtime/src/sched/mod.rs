@@ -268,7 +268,11 @@ impl Shared {
         self.timers.take_due(now, &mut due);
         let fired = due.len();
         if fired > 0 {
-            self.with_deferred_wakes(|| due.into_iter().for_each(|task| self.schedule(task)));
+            let here = self.here();
+            self.with_deferred_wakes(|| {
+                due.into_iter()
+                    .for_each(|task| self.schedule_at(here, task))
+            });
         }
         fired
     }

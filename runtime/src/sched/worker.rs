@@ -334,6 +334,7 @@ pub(crate) unsafe fn park_running_task(task: TaskPtr, deadline: Option<Instant>)
     park_task(unsafe { task.as_ref() }, deadline, false)
 }
 
+/// Parks the running fiber, whose task is `task` (every caller passes the running fiber's own).
 #[inline]
 fn park_task(task: &Task<dyn Body>, deadline: Option<Instant>, deadline_is_future: bool) -> bool {
     if let Some(early) = prepare_park(task, deadline, deadline_is_future) {
@@ -367,7 +368,9 @@ fn prepare_park(
             return Some(true);
         }
         let shared = &task.header.shared;
-        let me = current_task_ref().expect("running task");
+        // SAFETY: `task` is the running fiber's (see `park_task`), which its worker keeps alive;
+        // no second thread-local lookup is needed to count a reference to it.
+        let me = unsafe { counted(NonNull::from(task)) };
         // The timer shard of the fiber's home worker: where a started fiber runs unless the
         // runtime migrates fibers (any shard is correct; this one is usually local).
         let home = task.header.home.load(Relaxed);
@@ -416,8 +419,8 @@ pub(crate) const SPAWN_BACKLOG: usize = 256;
 /// meanwhile, e.g. thousands whose timers fired): it waits in a slot of its own and runs again
 /// as soon as the queue it filled has drained to half, or after [`SPAWNER_PATIENCE`] scheduling
 /// decisions, whichever comes first, so it can never be starved by others refilling the queue.
-pub(crate) fn spawn_backpressure() {
-    let Some(ctx) = current() else { return };
+pub(crate) fn spawn_backpressure(here: Option<&WorkerContext>) {
+    let Some(ctx) = here else { return };
     if ctx.local.borrow().queue.len() <= SPAWN_BACKLOG || !crate::fiber::in_fiber_stack() {
         return;
     }

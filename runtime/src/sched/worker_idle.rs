@@ -106,10 +106,7 @@ impl WorkerContext {
                     .steal_batch_and_pop(&local.queue)
                 {
                     Steal::Success(t) => {
-                        shared.workers[self.index]
-                            .counters
-                            .steals
-                            .fetch_add(1, Relaxed);
+                        shared.bump_at(Some(self), |c| &c.steals);
                         return Some(t);
                     }
                     Steal::Retry => retry = true,
@@ -188,10 +185,7 @@ impl WorkerContext {
             || shared.stopping();
         let mut timed_out_idle = false;
         if !recheck {
-            shared.workers[self.index]
-                .counters
-                .worker_parks
-                .fetch_add(1, Relaxed);
+            shared.bump_at(Some(self), |c| &c.worker_parks);
             let spare_idle = self.is_spare().then_some(SPARE_IDLE);
             shared.block_worker(self.index, spare_idle);
             timed_out_idle = self.is_spare() && now.elapsed() >= SPARE_IDLE;
