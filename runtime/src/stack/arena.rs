@@ -270,6 +270,35 @@ mod tests {
     }
 
     #[test]
+    fn a_long_shuffled_free_list_is_handed_out_in_address_order() {
+        let size = 5 * 4096; // a size no other test uses (20 KiB)
+        let n = SORT_MIN * 2;
+        let mut batch = Vec::new();
+        let mut stacks: Vec<_> = (0..n).map(|_| take(size, 0, &mut batch).unwrap()).collect();
+        // Give them back in a scrambled order (a fixed permutation: stride coprime to n).
+        let stride = 389;
+        assert!(
+            n % 2 == 0 && stride % 2 == 1,
+            "odd stride, power-of-two n: a permutation"
+        );
+        let scrambled: Vec<_> = (0..n).map(|i| stacks[(i * stride) % n]).collect();
+        give_back(size, scrambled);
+        let again: Vec<_> = (0..n).map(|_| take(size, 0, &mut batch).unwrap()).collect();
+        assert!(
+            again.windows(2).all(|w| w[0] < w[1]),
+            "stacks taken one after another are neighbours, lowest first"
+        );
+        stacks.sort();
+        let mut sorted_again = again.clone();
+        sorted_again.sort();
+        assert_eq!(stacks, sorted_again, "the same stacks came back");
+        // A short list is not sorted: the most recently returned stack comes out first.
+        give_back(size, again[..2].iter().copied());
+        assert_eq!(take(size, 0, &mut batch).unwrap(), again[1]);
+        give_back(size, again[2..].iter().copied().chain([again[1]]));
+    }
+
+    #[test]
     fn taken_stacks_are_distinct_and_given_back() {
         let size = 7 * 4096 * 4; // a size no other test uses (112 KiB)
         let mut batch = Vec::new();
