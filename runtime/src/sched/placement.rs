@@ -34,9 +34,27 @@
 //! for a stuck worker) neither give nor receive: they exist for a while only. The counts are
 //! read without synchronisation; a stale count makes one placement worse, never a fiber lost,
 //! because the inbox and wake are the same path every cross-worker wake takes.
+//!
+//! ## Balancing steals
+//!
+//! Plain work stealing only balances *idle* workers: a worker steals once it has nothing else to
+//! run. With pinned fibers that is not enough. A worker that stole one batch (32 fibers) of a
+//! burst of spawns starts them, they become its pinned work, and it never looks at the
+//! spawner's queue again, however long that queue is: 1,000 fibers spawned by one fiber and
+//! yielding in a loop ended up split 968 to 32, and the run took as long as on one worker.
+//!
+//! So at its periodic maintenance tick (every `GLOBAL_INTERVAL` scheduling decisions) a busy
+//! worker whose own stealable queue is empty looks at one other worker (picked as above). If that
+//! worker has unstarted fibers queued and clearly more fibers homed (`theirs > mine + 1 +
+//! theirs / 8`, the same slack as a hand-over), it steals a batch of them. The fibers stolen are
+//! not started yet, so this moves nothing pinned; joined and detached fibers alike are taken,
+//! exactly as an idle thief would take them. The counts are read without synchronisation: a
+//! stale one costs one steal more or less.
+
+use crossbeam_deque::Steal;
 
 use super::task_ref::TaskRef;
-use super::worker::WorkerContext;
+use super::worker::{Local, WorkerContext};
 
 /// True when no `JoinHandle` of the unstarted `task` exists any more: the only reference left is
 /// the one the calling worker runs it with (the registry takes its own only once the fiber
@@ -47,23 +65,59 @@ fn is_detached(task: &TaskRef) -> bool {
 }
 
 impl WorkerContext {
+    /// Another worker of a non-migrating runtime, for a placement decision (uniformly at random
+    /// among the configured workers); `None` with a single worker, on a spare or when fibers
+    /// migrate.
+    fn placement_peer(&self, local: &mut Local) -> Option<usize> {
+        let shared = &self.shared;
+        let workers = shared.config.workers;
+        if workers < 2 || self.is_spare() || shared.config.migrate {
+            return None;
+        }
+        let pick = (local.next_random() % (workers as u64 - 1)) as usize;
+        Some(if pick >= self.index { pick + 1 } else { pick })
+    }
+
+    /// A balancing steal (module docs): unstarted fibers from a worker with clearly more fibers
+    /// homed than this one, when this worker has none of its own queued. Returns one of them to
+    /// run; the rest are in `local.queue`.
+    pub(super) fn steal_to_balance(&self, local: &mut Local) -> Option<TaskRef> {
+        if !local.queue.is_empty() {
+            return None;
+        }
+        let peer = self.placement_peer(local)?;
+        let shared = &self.shared;
+        let victim = &shared.workers[peer];
+        if victim.stealer.is_empty() {
+            return None;
+        }
+        let mine = shared.workers[self.index].homed.get();
+        let theirs = victim.homed.get();
+        if theirs <= mine + 1 + theirs / 8 {
+            return None;
+        }
+        match victim.stealer.steal_batch_and_pop(&local.queue) {
+            Steal::Success(task) => {
+                shared.bump_at(Some(self), |c| &c.steals);
+                Some(task)
+            }
+            Steal::Empty | Steal::Retry => None,
+        }
+    }
+
     /// The worker the unstarted fiber this worker is about to run should live on instead, if
     /// any (module docs). A returned worker has already counted the fiber in its `homed`.
     pub(super) fn hand_over_target(&self, task: &TaskRef) -> Option<usize> {
-        let shared = &self.shared;
-        let workers = shared.config.workers;
-        if workers < 2 || self.is_spare() || shared.config.migrate || !is_detached(task) {
+        if !is_detached(task) {
             return None;
         }
+        let shared = &self.shared;
         let mut local = self.local.borrow_mut();
+        let peer = self.placement_peer(&mut local)?;
         let mine = shared.workers[self.index].homed.get();
         let (target, level) = match local.handing_over_to {
             Some(target) => (target, 0),
-            None => {
-                let pick = (local.next_random() % (workers as u64 - 1)) as usize;
-                let target = if pick >= self.index { pick + 1 } else { pick };
-                (target, 1 + mine / 8)
-            }
+            None => (peer, 1 + mine / 8),
         };
         let theirs = shared.workers[target].homed.get();
         if mine > theirs + level {

@@ -533,6 +533,9 @@ impl WorkerContext {
             if let Steal::Success(t) = shared.injector.steal_batch_and_pop(&local.queue) {
                 return Some(t);
             }
+            if let Some(t) = self.steal_to_balance(&mut local) {
+                return Some(t);
+            }
         }
         while !me.inbox.is_empty() {
             match me.inbox.steal() {
