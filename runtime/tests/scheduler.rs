@@ -416,6 +416,39 @@ fn joined_fibers_stay_with_their_spawner() {
 }
 
 #[test]
+fn busy_workers_share_a_burst_of_spawns() {
+    // One fiber spawns 1,000 that yield in a loop. The other worker steals a first batch, and
+    // those become its pinned work; balancing steals must keep it taking unstarted fibers from
+    // the spawner's queue while it is busy (without them the split was 968 to 32).
+    let rt = rt(2);
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let t = threads.clone();
+    within(&rt, Duration::from_secs(60), move || {
+        let handles: Vec<_> = (0..1000)
+            .map(|_| {
+                let t = t.clone();
+                fil::spawn(move || {
+                    for _ in 0..1000 {
+                        fil::yield_now();
+                    }
+                    t.lock().unwrap().push(thread::current().id());
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+    });
+    let threads = threads.lock().unwrap();
+    let first = threads[0];
+    let on_first = threads.iter().filter(|&&id| id == first).count();
+    let fewer = on_first.min(threads.len() - on_first);
+    assert!(
+        fewer >= 200,
+        "1,000 busy fibers split {on_first} / {}",
+        threads.len() - on_first
+    );
+}
+
+#[test]
 fn blocking_calls_do_not_stall_other_fibers() {
     let rt = rt(2);
     within(&rt, Duration::from_secs(60), || {
