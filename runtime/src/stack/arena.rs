@@ -20,10 +20,11 @@
 //! Stacks come back from every worker in the order their fibers ended, so after a few
 //! generations of fibers a plain LIFO free list hands out addresses in random order. Fibers
 //! spawned one after another (a ring, a tree, a batch of sleepers) then sit on unrelated pages,
-//! and a pass over them misses the page-walk caches and the prefetchers on every fiber: the
-//! chain benchmark went from 220 to 650 ns per hop over 20 rings this way, and stayed there for
-//! a single-worker runtime started later in the same process. So a long free list is re-sorted
-//! by address (lowest handed out last) once a quarter of it has arrived since the last sort. The
+//! and a pass over them misses the page-walk caches and the prefetchers on every fiber. The
+//! chain benchmark's ring on 2 workers went from 440 to 650–750 ns per hop over 20 rings in one
+//! process this way, and a 1-worker runtime started afterwards ran at 400 instead of 120–200.
+//! So a long free list is re-sorted by address (lowest handed out first) once a quarter of it
+//! has arrived since the last sort. The
 //! sort is a stable merge sort, which finds the sorted prefix as one run, so it costs about one
 //! merge pass plus sorting the new part: a few nanoseconds per returned stack, paid only by lists
 //! of at least [`SORT_MIN`] stacks (a few hundred fibers ending together), never by a steady
@@ -109,10 +110,15 @@ impl SizeClass {
         }
     }
 
-    fn pop(&mut self) -> Option<NonZeroUsize> {
+    /// Takes one free stack and moves up to `extra` more into `batch` (all from the end of the
+    /// list, where the unsorted ones are); `None` when the list is empty.
+    fn take(&mut self, extra: usize, batch: &mut Vec<NonZeroUsize>) -> Option<NonZeroUsize> {
         self.keep_in_address_order();
         let one = self.free.pop()?;
-        self.unsorted = self.unsorted.min(self.free.len());
+        let more = extra.min(self.free.len());
+        let from = self.free.len() - more;
+        batch.extend(self.free.drain(from..));
+        self.unsorted = self.unsorted.saturating_sub(1 + more);
         Some(one)
     }
 }
@@ -153,12 +159,9 @@ pub(super) fn take(
     let mut locked = GLOBAL.lock();
     let global = &mut *locked;
     let class = global.class(size);
-    if let Some(one) = class.pop() {
-        let more = extra.min(class.free.len());
-        let from = class.free.len() - more;
-        batch.extend(class.free.drain(from..));
-        class.unsorted = class.unsorted.min(class.free.len());
-        global.totals.free -= 1 + more;
+    let before = batch.len();
+    if let Some(one) = class.take(extra, batch) {
+        global.totals.free -= 1 + batch.len() - before;
         return Ok(one);
     }
     carve(global, size)
