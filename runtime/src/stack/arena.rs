@@ -281,7 +281,7 @@ mod tests {
         // Give them back in a scrambled order (a fixed permutation: stride coprime to n).
         let stride = 389;
         assert!(
-            n % 2 == 0 && stride % 2 == 1,
+            n.is_power_of_two() && stride % 2 == 1,
             "odd stride, power-of-two n: a permutation"
         );
         let scrambled: Vec<_> = (0..n).map(|i| stacks[(i * stride) % n]).collect();
