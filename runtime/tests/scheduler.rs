@@ -339,31 +339,56 @@ fn fibers_migrate_when_allowed() {
     assert!(moved.load(Relaxed) > 0, "no fiber ever moved");
 }
 
+/// The worker threads fibers ran on, recorded by the fibers themselves (the placement tests).
+#[derive(Clone, Default)]
+struct ThreadLog(Arc<Mutex<Vec<thread::ThreadId>>>);
+
+impl ThreadLog {
+    /// Records the calling thread.
+    fn record(&self) {
+        self.0.lock().unwrap().push(thread::current().id());
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// How many records are of thread `id`.
+    fn count_of(&self, id: thread::ThreadId) -> usize {
+        self.0.lock().unwrap().iter().filter(|&&t| t == id).count()
+    }
+
+    /// Records on the first recorded thread, and on any other.
+    fn split(&self) -> (usize, usize) {
+        let first = self.0.lock().unwrap()[0];
+        let on_first = self.count_of(first);
+        (on_first, self.len() - on_first)
+    }
+}
+
 #[test]
 fn detached_fibers_spawned_one_at_a_time_are_spread_over_the_workers() {
     // An accept loop's shape: spawn one long-lived detached fiber, wait, spawn the next. Each
     // new fiber would run (and so be pinned) on the spawner's worker; placement hands some to
     // the other worker.
     let rt = rt(2);
-    let threads = Arc::new(Mutex::new(Vec::new()));
+    let threads = ThreadLog::default();
     let t = threads.clone();
     within(&rt, Duration::from_secs(60), move || {
         for _ in 0..100 {
             let t = t.clone();
             // Detached: the handle is dropped at once.
             fil::spawn(move || {
-                t.lock().unwrap().push(thread::current().id());
+                t.record();
                 fil::sleep(Duration::from_millis(400));
             });
             fil::sleep(Duration::from_millis(1));
         }
-        while t.lock().unwrap().len() < 100 {
+        while t.len() < 100 {
             fil::sleep(Duration::from_millis(1));
         }
     });
-    let threads = threads.lock().unwrap();
-    let first = threads[0];
-    let on_first = threads.iter().filter(|&&id| id == first).count();
+    let (on_first, _) = threads.split();
     assert!(
         (35..=65).contains(&on_first),
         "{on_first} of 100 fibers started on one worker"
@@ -387,16 +412,14 @@ fn joined_fibers_stay_with_their_spawner() {
     // The same shape with the handles kept: such fibers usually talk to their spawner (a
     // ping-pong pair, a fan-out joined at the end), so placement leaves them where they start.
     let rt = rt(2);
-    let threads = Arc::new(Mutex::new(Vec::new()));
-    let spawner = Arc::new(Mutex::new(None));
-    let (t, s) = (threads.clone(), spawner.clone());
-    within(&rt, Duration::from_secs(60), move || {
-        *s.lock().unwrap() = Some(thread::current().id());
+    let threads = ThreadLog::default();
+    let t = threads.clone();
+    let spawner = within(&rt, Duration::from_secs(60), move || {
         let handles: Vec<_> = (0..100)
             .map(|_| {
                 let t = t.clone();
                 let h = fil::spawn(move || {
-                    t.lock().unwrap().push(thread::current().id());
+                    t.record();
                     fil::sleep(Duration::from_millis(200));
                 });
                 fil::sleep(Duration::from_millis(1));
@@ -404,10 +427,9 @@ fn joined_fibers_stay_with_their_spawner() {
             })
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
+        thread::current().id()
     });
-    let spawner = spawner.lock().unwrap().expect("the spawner ran");
-    let threads = threads.lock().unwrap();
-    let on_spawner = threads.iter().filter(|&&id| id == spawner).count();
+    let on_spawner = threads.count_of(spawner);
     assert!(
         on_spawner >= 90,
         "only {on_spawner} of {} joined fibers started on their spawner's worker",
@@ -421,7 +443,7 @@ fn busy_workers_share_a_burst_of_spawns() {
     // those become its pinned work; balancing steals must keep it taking unstarted fibers from
     // the spawner's queue while it is busy (without them the split was 968 to 32).
     let rt = rt(2);
-    let threads = Arc::new(Mutex::new(Vec::new()));
+    let threads = ThreadLog::default();
     let t = threads.clone();
     within(&rt, Duration::from_secs(60), move || {
         let handles: Vec<_> = (0..1000)
@@ -431,20 +453,16 @@ fn busy_workers_share_a_burst_of_spawns() {
                     for _ in 0..1000 {
                         fil::yield_now();
                     }
-                    t.lock().unwrap().push(thread::current().id());
+                    t.record();
                 })
             })
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
     });
-    let threads = threads.lock().unwrap();
-    let first = threads[0];
-    let on_first = threads.iter().filter(|&&id| id == first).count();
-    let fewer = on_first.min(threads.len() - on_first);
+    let (on_first, elsewhere) = threads.split();
     assert!(
-        fewer >= 200,
-        "1,000 busy fibers split {on_first} / {}",
-        threads.len() - on_first
+        on_first.min(elsewhere) >= 200,
+        "1,000 busy fibers split {on_first} / {elsewhere}"
     );
 }
 

@@ -51,8 +51,6 @@
 //! exactly as an idle thief would take them. The counts are read without synchronisation: a
 //! stale one costs one steal more or less.
 
-use crossbeam_deque::Steal;
-
 use super::task_ref::TaskRef;
 use super::worker::{Local, WorkerContext};
 
@@ -96,13 +94,7 @@ impl WorkerContext {
         if theirs <= mine + 1 + theirs / 8 {
             return None;
         }
-        match victim.stealer.steal_batch_and_pop(&local.queue) {
-            Steal::Success(task) => {
-                shared.bump_at(Some(self), |c| &c.steals);
-                Some(task)
-            }
-            Steal::Empty | Steal::Retry => None,
-        }
+        self.steal_batch_from(peer, local).success()
     }
 
     /// The worker the unstarted fiber this worker is about to run should live on instead, if

@@ -32,7 +32,7 @@ use crossbeam_deque::Steal;
 use crate::loom::Ordering::*;
 
 use super::task_ref::TaskRef;
-use super::worker::{WorkerContext, SPARE_IDLE};
+use super::worker::{Local, WorkerContext, SPARE_IDLE};
 
 /// The longest a worker spins before it parks.
 const MAX_SPIN: Duration = Duration::from_micros(50);
@@ -101,14 +101,8 @@ impl WorkerContext {
                 if victim == self.index || shared.workers[victim].stealer.is_empty() {
                     continue;
                 }
-                match shared.workers[victim]
-                    .stealer
-                    .steal_batch_and_pop(&local.queue)
-                {
-                    Steal::Success(t) => {
-                        shared.bump_at(Some(self), |c| &c.steals);
-                        return Some(t);
-                    }
+                match self.steal_batch_from(victim, &local) {
+                    Steal::Success(t) => return Some(t),
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
                 }
@@ -118,6 +112,18 @@ impl WorkerContext {
             }
         }
         None
+    }
+
+    /// Moves a batch of worker `victim`'s unstarted fibers into this worker's queue and pops one
+    /// (counted in `steals`).
+    pub(super) fn steal_batch_from(&self, victim: usize, local: &Local) -> Steal<TaskRef> {
+        let stolen = self.shared.workers[victim]
+            .stealer
+            .steal_batch_and_pop(&local.queue);
+        if stolen.is_success() {
+            self.shared.bump_at(Some(self), |c| &c.steals);
+        }
+        stolen
     }
 
     /// Steals, and keeps looking for a short while before giving up (Go's spinning M): work
