@@ -204,9 +204,7 @@ impl<T> RawFiber<T> {
         }
         // The resume pops the return address at `sp`, then returns through the frames above
         // it: the park path of a fiber is a few hundred bytes deep.
-        for offset in (0..RESUME_PREFETCH_BYTES).step_by(64) {
-            arch::prefetch(self.sp.wrapping_add(offset) as *const u8);
-        }
+        arch::prefetch_range(self.sp as *const u8, RESUME_PREFETCH_BYTES);
         arch::prefetch(self.record.stack_top.wrapping_sub(arch::PARENT_LINK) as *const u8);
     }
 

@@ -51,7 +51,7 @@ pub struct RuntimeBuilder {
 
 /// A filament runtime: worker threads running fibers. See the module docs.
 pub struct Runtime {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
     monitor: Option<thread::JoinHandle<()>>,
 }
 

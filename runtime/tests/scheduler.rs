@@ -441,29 +441,35 @@ fn joined_fibers_stay_with_their_spawner() {
 fn busy_workers_share_a_burst_of_spawns() {
     // One fiber spawns 1,000 that yield in a loop. The other worker steals a first batch, and
     // those become its pinned work; balancing steals must keep it taking unstarted fibers from
-    // the spawner's queue while it is busy (without them the split was 968 to 32).
+    // the spawner's queue while it is busy (without them the split was 968 to 32, every time).
+    // The fibers all start within well under a millisecond, so on a machine busy with other
+    // tests the thief may not get a core in that window: up to five bursts, one must split.
     let rt = rt(2);
-    let threads = ThreadLog::default();
-    let t = threads.clone();
-    within(&rt, Duration::from_secs(60), move || {
-        let handles: Vec<_> = (0..1000)
-            .map(|_| {
-                let t = t.clone();
-                fil::spawn(move || {
-                    for _ in 0..1000 {
-                        fil::yield_now();
-                    }
-                    t.record();
+    let mut splits = Vec::new();
+    for _ in 0..5 {
+        let threads = ThreadLog::default();
+        let t = threads.clone();
+        within(&rt, Duration::from_secs(60), move || {
+            let handles: Vec<_> = (0..1000)
+                .map(|_| {
+                    let t = t.clone();
+                    fil::spawn(move || {
+                        for _ in 0..1000 {
+                            fil::yield_now();
+                        }
+                        t.record();
+                    })
                 })
-            })
-            .collect();
-        handles.into_iter().for_each(|h| h.join().unwrap());
-    });
-    let (on_first, elsewhere) = threads.split();
-    assert!(
-        on_first.min(elsewhere) >= 200,
-        "1,000 busy fibers split {on_first} / {elsewhere}"
-    );
+                .collect();
+            handles.into_iter().for_each(|h| h.join().unwrap());
+        });
+        let (on_first, elsewhere) = threads.split();
+        splits.push((on_first, elsewhere));
+        if on_first.min(elsewhere) >= 200 {
+            return;
+        }
+    }
+    panic!("1,000 busy fibers never split evenly over two workers: {splits:?}");
 }
 
 #[test]

@@ -105,3 +105,15 @@ pub fn prefetch(addr: *const u8) {
         core::arch::asm!("prfm pldl1keep, [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly));
     }
 }
+
+/// Cache line size assumed by [`prefetch_range`] (64 bytes on the x86_64 and AArch64 cores we
+/// run on; a wrong guess only changes how many lines are fetched).
+pub const CACHE_LINE: usize = 64;
+
+/// [`prefetch`] of each cache line in `bytes` bytes from `start` (a hint, as `prefetch`).
+#[inline(always)]
+pub fn prefetch_range(start: *const u8, bytes: usize) {
+    for offset in (0..bytes).step_by(CACHE_LINE) {
+        prefetch(start.wrapping_add(offset));
+    }
+}

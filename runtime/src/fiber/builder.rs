@@ -136,9 +136,9 @@ where
     // Borrowed, not cloned: every worker spawning would otherwise bounce the runtime's
     // reference count between the cores twice per spawn.
     with_current_shared(|shared, here| {
-        JoinHandle::new(submit(shared, here, |id| {
-            new_task(shared.clone(), id, None, shared.config.stack_size, at, f)
-        }))
+        Builder::new()
+            .spawn_at(shared, here, at, f)
+            .expect("a builder without a stack size cannot fail")
     })
 }
 

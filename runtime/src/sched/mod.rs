@@ -201,16 +201,10 @@ impl Shared {
         }
     }
 
-    /// Adds one to a counter of the calling thread's set: its worker's own (only that worker's
-    /// thread writes it, so a load and a store do, with no locked read-modify-write), or the
-    /// runtime's shared set from any other thread. The store is Release (a plain store on x86_64)
+    /// Adds one to a counter of the calling thread's set (`here`, from [`Shared::here`]): its
+    /// worker's own (only that worker's thread writes it, so a load and a store do, with no locked
+    /// read-modify-write), or the runtime's shared set from any other thread. The store is Release (a plain store on x86_64)
     /// so that [`Shared::count`]'s Acquire loads order it: [`Shared::live_fibers`] relies on it.
-    #[inline]
-    pub(crate) fn bump(&self, which: impl Fn(&Counters) -> &AtomicU64) {
-        self.bump_at(self.here(), which);
-    }
-
-    /// [`Shared::bump`] for a caller that already looked up [`Shared::here`].
     #[inline]
     pub(crate) fn bump_at(
         &self,

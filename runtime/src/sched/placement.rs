@@ -63,27 +63,32 @@ fn is_detached(task: &TaskRef) -> bool {
 }
 
 impl WorkerContext {
-    /// Another worker of a non-migrating runtime, for a placement decision (uniformly at random
-    /// among the configured workers); `None` with a single worker, on a spare or when fibers
-    /// migrate.
-    fn placement_peer(&self, local: &mut Local) -> Option<usize> {
-        let shared = &self.shared;
-        let workers = shared.config.workers;
-        if workers < 2 || self.is_spare() || shared.config.migrate {
-            return None;
+    /// Whether this worker takes part in placement: a non-migrating runtime with at least two
+    /// workers, and not a spare.
+    fn places_fibers(&self) -> bool {
+        let config = &self.shared.config;
+        config.workers >= 2 && !self.is_spare() && !config.migrate
+    }
+
+    /// Another configured worker, uniformly at random (needs [`Self::places_fibers`]).
+    fn random_peer(&self, local: &mut Local) -> usize {
+        let workers = self.shared.config.workers as u64;
+        let pick = (local.next_random() % (workers - 1)) as usize;
+        if pick >= self.index {
+            pick + 1
+        } else {
+            pick
         }
-        let pick = (local.next_random() % (workers as u64 - 1)) as usize;
-        Some(if pick >= self.index { pick + 1 } else { pick })
     }
 
     /// A balancing steal (module docs): unstarted fibers from a worker with clearly more fibers
     /// homed than this one, when this worker has none of its own queued. Returns one of them to
     /// run; the rest are in `local.queue`.
     pub(super) fn steal_to_balance(&self, local: &mut Local) -> Option<TaskRef> {
-        if !local.queue.is_empty() {
+        if !local.queue.is_empty() || !self.places_fibers() {
             return None;
         }
-        let peer = self.placement_peer(local)?;
+        let peer = self.random_peer(local);
         let shared = &self.shared;
         let victim = &shared.workers[peer];
         if victim.stealer.is_empty() {
@@ -100,16 +105,15 @@ impl WorkerContext {
     /// The worker the unstarted fiber this worker is about to run should live on instead, if
     /// any (module docs). A returned worker has already counted the fiber in its `homed`.
     pub(super) fn hand_over_target(&self, task: &TaskRef) -> Option<usize> {
-        if !is_detached(task) {
+        if !self.places_fibers() || !is_detached(task) {
             return None;
         }
         let shared = &self.shared;
         let mut local = self.local.borrow_mut();
-        let peer = self.placement_peer(&mut local)?;
         let mine = shared.workers[self.index].homed.get();
         let (target, level) = match local.handing_over_to {
             Some(target) => (target, 0),
-            None => (peer, 1 + mine / 8),
+            None => (self.random_peer(&mut local), 1 + mine / 8),
         };
         let theirs = shared.workers[target].homed.get();
         if mine > theirs + level {

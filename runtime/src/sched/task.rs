@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn parked_references_are_handed_on_exactly_once() {
         let rt = Runtime::builder().workers(2).build().unwrap();
-        let shared = rt.shared.clone();
+        let shared = rt.shared().clone();
         rt.block_on(|| {
             let published: Arc<Mutex<Vec<(u32, Unparker)>>> = Arc::default();
             let handles: Vec<_> = (0..400u32)

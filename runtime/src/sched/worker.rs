@@ -65,7 +65,7 @@ pub(crate) struct WorkerShared {
     pub(crate) busy: AtomicBool,
     /// Live fibers that started on this worker (a spare may exit only when it has none).
     pub(crate) homed: HomedCount,
-    /// Counters bumped by this worker's thread (see `Shared::bump`).
+    /// Counters bumped by this worker's thread (see `Shared::bump_at`).
     pub(crate) counters: CachePadded<super::Counters>,
 }
 
@@ -381,7 +381,6 @@ fn prepare_park(
             shared.reactor.wake();
         }
     }
-    task.header.shared.bump(|c| &c.parks);
     None
 }
 
@@ -457,9 +456,7 @@ const PREFETCH_HEADER_BYTES: usize = 256;
 /// Starts loading the task's header (a hint, see [`arch::prefetch`]).
 fn prefetch_header(task: &TaskRef) {
     let start = &**task as *const Task<dyn Body> as *const u8;
-    for offset in (0..PREFETCH_HEADER_BYTES).step_by(64) {
-        arch::prefetch(start.wrapping_add(offset));
-    }
+    arch::prefetch_range(start, PREFETCH_HEADER_BYTES);
 }
 
 /// Starts loading what resuming the task's fiber touches first, if it has run before.
@@ -665,12 +662,15 @@ impl WorkerContext {
         let mut suspended_with = SUSPEND_YIELD;
         let outcome = loop {
             match fiber.resume() {
-                Resumed::Suspended(SUSPEND_PARK) => match header.state.finish_park() {
-                    // From here the task is not ours: a wake may already have queued it, and
-                    // it may be running, or even be freed, elsewhere. Touch nothing of it.
-                    ParkOutcome::Parked => break None,
-                    ParkOutcome::Resume => continue,
-                },
+                Resumed::Suspended(SUSPEND_PARK) => {
+                    shared.bump_at(Some(self), |c| &c.parks);
+                    match header.state.finish_park() {
+                        // From here the task is not ours: a wake may already have queued it, and
+                        // it may be running, or even be freed, elsewhere. Touch nothing of it.
+                        ParkOutcome::Parked => break None,
+                        ParkOutcome::Resume => continue,
+                    }
+                }
                 Resumed::Suspended(value) => {
                     suspended_with = value;
                     break Some(false);
