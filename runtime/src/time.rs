@@ -22,6 +22,27 @@
 //! timeout and fires what is due when it wakes; busy workers check the cached earliest tick (one
 //! atomic load) between fibers; the monitor fires overdue timers when no worker does. When a new
 //! deadline is earlier than the one the poller sleeps towards, the adder wakes the reactor.
+//!
+//! ## Owners fire their own shard
+//!
+//! Firing a timer writes the fiber's header (the state word, the entry's reference), and the
+//! fiber then runs on its home worker, which writes the header again. If another worker fires it,
+//! every woken fiber's header crosses between the two cores twice, and its queue push crosses
+//! too: with 10,000 sleepers per millisecond that was most of the sleep benchmark's time on a
+//! machine whose two cores share no cache. So in a runtime whose fibers stay home
+//! ([`Firing::Owner`]), a worker fires only its own shard (`index % shards`). When it finds
+//! another shard due, it *hands the due buckets over*: it moves them, as they are, to the
+//! shard's `handed` list (no header is touched), and the caller wakes the owner, which fires
+//! them as its own. The owner sees them through `Shard::handed` (one load, checked wherever it
+//! checks for due timers), and the wake cannot be lost: the hand-over is published under the
+//! shard lock before the caller sets the owner's parker token (see `sched::idle`).
+//! Handed-over buckets no longer count for [`Timers::next_deadline`], so the poller does not wake
+//! again for them. An owner busy in one long fiber leaves them waiting, as it leaves its queue
+//! waiting: its fibers cannot run elsewhere anyway. The monitor fires anything overdue by more
+//! than a grace period itself ([`Firing::Overdue`]), as a backstop.
+//!
+//! In a runtime that migrates fibers, every worker fires every shard ([`Firing::All`]): the
+//! firing worker queues the fibers locally and may run them itself.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -48,6 +69,8 @@ struct Entry {
 struct TickBuckets {
     /// Tick → entries due at that tick.
     by_tick: BTreeMap<u64, Vec<Entry>>,
+    /// Due buckets another worker handed over to the shard's owner (module docs).
+    handed: Vec<Vec<Entry>>,
     /// Empty vectors kept for reuse.
     spare: Vec<Vec<Entry>>,
 }
@@ -60,6 +83,21 @@ struct Shard {
     earliest: AtomicU64,
     /// Entries in this shard (stale ones included). Written under the lock.
     pending: AtomicUsize,
+    /// The earliest tick (ns since `epoch`) of the buckets in `handed`, `NONE` when there are
+    /// none. Written under the lock.
+    handed: AtomicU64,
+}
+
+/// Which timers a caller fires (module docs, "Owners fire their own shard").
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Firing {
+    /// Worker `index` of a runtime whose fibers stay home: its own shard, and the buckets handed
+    /// over to it; other shards' due buckets are handed over to their owners.
+    Owner(usize),
+    /// Every shard (a runtime that migrates fibers).
+    All,
+    /// Every shard, but only what was due `grace` ago or earlier (the monitor's backstop).
+    Overdue(Duration),
 }
 
 /// The timers of one runtime.
@@ -84,6 +122,7 @@ impl Timers {
                         buckets: Mutex::new(TickBuckets::default()),
                         earliest: AtomicU64::new(NONE),
                         pending: AtomicUsize::new(0),
+                        handed: AtomicU64::new(NONE),
                     })
                 })
                 .collect(),
@@ -116,7 +155,7 @@ impl Timers {
         let shard = &self.shards[worker % self.shards.len()];
         {
             let mut guard = shard.buckets.lock();
-            let TickBuckets { by_tick, spare } = &mut *guard;
+            let TickBuckets { by_tick, spare, .. } = &mut *guard;
             by_tick
                 .entry(tick)
                 .or_insert_with(|| spare.pop().unwrap_or_default())
@@ -134,50 +173,48 @@ impl Timers {
         nanos < self.poller_deadline.load(SeqCst)
     }
 
-    /// Moves every due timer whose park is still in progress into `out` (their tasks are now
-    /// SCHEDULED and must be queued), dropping stale ones. Returns how many entries it removed.
-    pub(crate) fn take_due(&self, now: Instant, out: &mut Vec<TaskRef>) -> usize {
-        let now_nanos = self.to_nanos(now);
-        let now_tick = now_nanos / TICK_NS;
+    /// The shard worker `index` fires (module docs).
+    fn own_shard(&self, index: usize) -> usize {
+        index % self.shards.len()
+    }
+
+    /// Fires the due timers `firing` covers: every entry whose park is still in progress goes
+    /// into `out` (its task is now SCHEDULED and must be queued); stale ones are dropped. Other
+    /// shards whose buckets were handed over to their owner are listed in `owners_to_wake` (the
+    /// caller must wake those workers). Returns how many entries it removed.
+    pub(crate) fn take_due(
+        &self,
+        now: Instant,
+        firing: Firing,
+        out: &mut Vec<TaskRef>,
+        owners_to_wake: &mut Vec<usize>,
+    ) -> usize {
+        let cutoff = match firing {
+            Firing::Overdue(grace) => now.checked_sub(grace).unwrap_or(self.epoch),
+            _ => now,
+        };
+        let cutoff = self.to_nanos(cutoff);
         let mut removed = 0;
-        for shard in self.shards.iter() {
-            if shard.earliest.load(Acquire) > now_nanos {
-                continue;
-            }
-            let mut guard = shard.buckets.lock();
-            let buckets = &mut *guard;
-            let mut taken = 0;
-            while let Some(entry) = buckets.by_tick.first_entry() {
-                if *entry.key() > now_tick {
-                    break;
+        for (i, shard) in self.shards.iter().enumerate() {
+            let due = shard.earliest.load(Acquire) <= cutoff;
+            match firing {
+                Firing::Owner(me) if self.own_shard(me) != i => {
+                    if due && shard.hand_over(cutoff) {
+                        owners_to_wake.push(i);
+                    }
                 }
-                let mut bucket = entry.remove();
-                taken += bucket.len();
-                // A fired entry's park ended: the queue gets the reference the parked state
-                // owned, and the entry's own is dropped with the entry.
-                out.extend(bucket.drain(..).filter_map(|e| {
-                    e.task
-                        .header
-                        .state
-                        .timer_fire(e.generation)
-                        // SAFETY: our `timer_fire` moved the task out of PARKED; the entry
-                        // holds a reference.
-                        .then(|| unsafe { crate::sched::take_parked_ref(&e.task) })
-                }));
-                if buckets.spare.len() < 64 {
-                    buckets.spare.push(bucket);
+                Firing::Owner(_) => {
+                    if due || shard.handed.load(Acquire) != NONE {
+                        removed += shard.fire(cutoff, true, out);
+                    }
+                }
+                Firing::All | Firing::Overdue(_) => {
+                    let handed = shard.handed.load(Acquire) <= cutoff;
+                    if due || handed {
+                        removed += shard.fire(cutoff, handed, out);
+                    }
                 }
             }
-            let next = buckets
-                .by_tick
-                .keys()
-                .next()
-                .map_or(NONE, |&t| t.saturating_mul(TICK_NS));
-            shard.earliest.store(next, Release);
-            shard
-                .pending
-                .store(shard.pending.load(Relaxed) - taken, Relaxed);
-            removed += taken;
         }
         removed
     }
@@ -198,11 +235,16 @@ impl Timers {
         }
     }
 
-    /// True if a timer is due at `now`.
-    pub(crate) fn is_due(&self, now: Instant) -> bool {
+    /// True if worker `index` has timers to fire or hand over at `now` (`None`: any thread).
+    pub(crate) fn is_due(&self, now: Instant, index: Option<usize>) -> bool {
         let now = self.to_nanos(now);
+        let handed = |s: &Shard| s.handed.load(Acquire) != NONE;
         // Stops at the first due shard (this runs in idle workers' spin loops).
         self.shards.iter().any(|s| s.earliest.load(Acquire) <= now)
+            || match index {
+                Some(i) => handed(&self.shards[self.own_shard(i)]),
+                None => self.shards.iter().any(|s| handed(s)),
+            }
     }
 
     /// Announces that a worker is about to block in the reactor's poll until `deadline` (`None`:
@@ -228,8 +270,167 @@ impl Timers {
         for shard in self.shards.iter() {
             let mut guard = shard.buckets.lock();
             guard.by_tick.clear();
+            guard.handed.clear();
             shard.earliest.store(NONE, Release);
+            shard.handed.store(NONE, Release);
             shard.pending.store(0, Relaxed);
         }
+    }
+}
+
+impl Shard {
+    /// Moves the buckets due at `cutoff` (ns since `epoch`) to `handed`; false if none were.
+    fn hand_over(&self, cutoff: u64) -> bool {
+        let mut guard = self.buckets.lock();
+        let buckets = &mut *guard;
+        let mut moved = false;
+        while let Some(entry) = buckets.by_tick.first_entry() {
+            let at = entry.key().saturating_mul(TICK_NS);
+            if at > cutoff {
+                break;
+            }
+            if at < self.handed.load(Relaxed) {
+                self.handed.store(at, Release);
+            }
+            buckets.handed.push(entry.remove());
+            moved = true;
+        }
+        self.earliest.store(buckets.next_tick_nanos(), Release);
+        moved
+    }
+
+    /// Fires this shard's buckets due at `cutoff` (ns since `epoch`), and the handed-over ones
+    /// too if `with_handed`, into `out`; returns how many entries it removed.
+    fn fire(&self, cutoff: u64, with_handed: bool, out: &mut Vec<TaskRef>) -> usize {
+        let mut guard = self.buckets.lock();
+        let buckets = &mut *guard;
+        let mut taken = 0;
+        let mut fire_bucket = |mut bucket: Vec<Entry>, spare: &mut Vec<Vec<Entry>>| {
+            taken += bucket.len();
+            // A fired entry's park ended: the queue gets the reference the parked state owned,
+            // and the entry's own is dropped with the entry.
+            out.extend(bucket.drain(..).filter_map(|e| {
+                e.task
+                    .header
+                    .state
+                    .timer_fire(e.generation)
+                    // SAFETY: our `timer_fire` moved the task out of PARKED; the entry holds a
+                    // reference.
+                    .then(|| unsafe { crate::sched::take_parked_ref(&e.task) })
+            }));
+            if spare.len() < 64 {
+                spare.push(bucket);
+            }
+        };
+        if with_handed {
+            let mut handed = std::mem::take(&mut buckets.handed);
+            for bucket in handed.drain(..) {
+                fire_bucket(bucket, &mut buckets.spare);
+            }
+            buckets.handed = handed;
+            self.handed.store(NONE, Release);
+        }
+        while let Some(entry) = buckets.by_tick.first_entry() {
+            if entry.key().saturating_mul(TICK_NS) > cutoff {
+                break;
+            }
+            fire_bucket(entry.remove(), &mut buckets.spare);
+        }
+        self.earliest.store(buckets.next_tick_nanos(), Release);
+        self.pending
+            .store(self.pending.load(Relaxed) - taken, Relaxed);
+        taken
+    }
+}
+
+impl TickBuckets {
+    /// The earliest tick still waiting in `by_tick`, as ns since `epoch` (`NONE`: empty).
+    fn next_tick_nanos(&self) -> u64 {
+        self.by_tick
+            .keys()
+            .next()
+            .map_or(NONE, |&t| t.saturating_mul(TICK_NS))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::panic::Location;
+
+    use super::*;
+    use crate::sched::task::new_task;
+    use crate::Runtime;
+
+    /// A task that never parked: its timer entries are stale (they fire nothing), which is
+    /// enough to follow who removes them.
+    fn task(rt: &Runtime) -> TaskRef {
+        new_task(rt.shared().clone(), 0, None, 0, Location::caller(), || ())
+    }
+
+    #[test]
+    fn a_worker_hands_other_shards_due_timers_to_their_owner() {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let timers = Timers::new(2);
+        let now = Instant::now();
+        let later = now + Duration::from_millis(1);
+        timers.add(now, task(&rt), 0, 1);
+        let (mut out, mut owners) = (Vec::new(), Vec::new());
+
+        assert_eq!(
+            timers.take_due(later, Firing::Owner(0), &mut out, &mut owners),
+            0
+        );
+        assert_eq!(owners, [1], "worker 0 must wake the owner");
+        assert_eq!(timers.pending(), 1);
+        assert_eq!(
+            timers.next_deadline(),
+            None,
+            "handed-over timers wake no poller"
+        );
+        assert!(!timers.is_due(later, Some(0)));
+        assert!(timers.is_due(later, Some(1)));
+        assert!(timers.is_due(later, None));
+
+        owners.clear();
+        assert_eq!(
+            timers.take_due(later, Firing::Owner(1), &mut out, &mut owners),
+            1
+        );
+        assert!(owners.is_empty() && out.is_empty());
+        assert_eq!(timers.pending(), 0);
+        assert!(!timers.is_due(later, Some(1)));
+    }
+
+    #[test]
+    fn the_monitor_fires_only_what_waited_past_the_grace_period() {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let timers = Timers::new(2);
+        let now = Instant::now();
+        let grace = Firing::Overdue(Duration::from_millis(1));
+        timers.add(now, task(&rt), 0, 0);
+        timers.add(now, task(&rt), 0, 1);
+        let (mut out, mut owners) = (Vec::new(), Vec::new());
+        // Worker 0 hands shard 1's timer over; shard 0's stays where it is.
+        timers.take_due(now, Firing::Owner(0), &mut out, &mut owners);
+        let half = now + Duration::from_micros(500);
+        let two = now + Duration::from_millis(2);
+        assert_eq!(timers.take_due(half, grace, &mut out, &mut owners), 0);
+        assert_eq!(timers.take_due(two, grace, &mut out, &mut owners), 2);
+        assert_eq!(timers.pending(), 0);
+    }
+
+    #[test]
+    fn a_migrating_runtime_fires_every_shard_from_any_worker() {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let timers = Timers::new(2);
+        let now = Instant::now();
+        timers.add(now, task(&rt), 0, 1);
+        let (mut out, mut owners) = (Vec::new(), Vec::new());
+        let later = now + Duration::from_millis(1);
+        assert_eq!(
+            timers.take_due(later, Firing::All, &mut out, &mut owners),
+            1
+        );
+        assert!(owners.is_empty());
     }
 }

@@ -97,7 +97,7 @@ use crossbeam_deque::Injector;
 
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use crate::reactor::Reactor;
-use crate::time::Timers;
+use crate::time::{Firing, Timers};
 
 pub use self::task::Cancelled;
 pub(crate) use self::task_ref::TaskRef;
@@ -257,15 +257,35 @@ impl Shared {
     ///
     /// Thousands of timers often expire together (every fiber slept 1 ms): the batch wakes each
     /// worker it queued pinned fibers for once, not once per fiber (`with_deferred_wakes`).
-    pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) -> usize {
+    ///
+    /// A worker of a runtime whose fibers stay home fires only its own timer shard and hands
+    /// other due shards over to their owners, which it wakes (`crate::time`, "Owners fire their
+    /// own shard"); a runtime that migrates fibers fires every shard from any worker.
+    pub(crate) fn fire_timers(&self, now: Instant) -> usize {
+        let here = self.here();
+        let firing = match here {
+            Some(ctx) if !self.config.migrate => Firing::Owner(ctx.index),
+            _ => Firing::All,
+        };
+        self.fire_timers_at(here, now, firing)
+    }
+
+    /// [`Shared::fire_timers`] with the caller's worker (`here`) and the choice of timers given.
+    pub(crate) fn fire_timers_at(
+        &self,
+        here: Option<&worker::WorkerContext>,
+        now: Instant,
+        firing: Firing,
+    ) -> usize {
         let mut due = Vec::new();
-        self.timers.take_due(now, &mut due);
+        let mut owners = Vec::new();
+        self.timers.take_due(now, firing, &mut due, &mut owners);
         let fired = due.len();
-        if fired > 0 {
-            let here = self.here();
+        if fired > 0 || !owners.is_empty() {
             self.with_deferred_wakes(|| {
                 due.into_iter()
-                    .for_each(|task| self.schedule_at(here, task))
+                    .for_each(|task| self.schedule_at(here, task));
+                owners.into_iter().for_each(|i| self.wake_worker(i));
             });
         }
         fired

@@ -15,11 +15,14 @@ use crate::loom::Ordering::*;
 
 use super::worker::{run_worker, SLOT_RUNNING, SLOT_UNUSED};
 use super::Shared;
+use crate::time::Firing;
 
 /// How long a worker may run one fiber while work waits before a spare is started.
 pub(crate) const STUCK_AFTER: Duration = Duration::from_millis(10);
 /// Monitor period while the runtime has work.
 const PERIOD_BUSY: Duration = Duration::from_millis(2);
+/// How late a timer must be before the monitor fires it instead of its worker.
+const TIMER_GRACE: Duration = Duration::from_millis(1);
 /// Monitor period while every worker is parked.
 const PERIOD_IDLE: Duration = Duration::from_millis(20);
 
@@ -75,11 +78,10 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
             break;
         }
         let now = Instant::now();
-        // Timers and I/O nobody attends to.
+        // Timers and I/O nobody attends to. Workers fire their own timer shards (see
+        // `crate::time`); the monitor takes only what waited past a grace period.
         if shared.idle.poller.load(SeqCst) == 0 {
-            if shared.timers.is_due(now) {
-                shared.fire_timers(now);
-            }
+            shared.fire_timers_at(None, now, Firing::Overdue(TIMER_GRACE));
             let _ = shared.with_deferred_wakes(|| shared.reactor.poll(Some(Duration::ZERO)));
         }
         // Stuck workers.
