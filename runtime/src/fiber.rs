@@ -93,6 +93,9 @@ pub struct RawFiber<T> {
 
 /// Bytes above a suspended fiber's stack pointer that [`RawFiber::prefetch_resume`] fetches.
 const RESUME_PREFETCH_BYTES: usize = 512;
+/// Bytes below a suspended fiber's saved stack pointer that [`RawFiber::prefetch_resume`] loads:
+/// where its next park path will write its frames.
+const PARK_PREFETCH_BYTES: usize = 512;
 
 /// Marker: not `Send` (a raw pointer), covariant in the result type.
 type NotSendReturning<T> = (*mut (), fn() -> T);
@@ -203,8 +206,15 @@ impl<T> RawFiber<T> {
             return;
         }
         // The resume pops the return address at `sp`, then returns through the frames above
-        // it: the park path of a fiber is a few hundred bytes deep.
-        arch::prefetch_range(self.sp as *const u8, RESUME_PREFETCH_BYTES);
+        // it: the park path of a fiber is a few hundred bytes deep. Below `sp`: a fiber woken
+        // from a park usually parks again soon (a sleep loop, a channel loop), and its next park
+        // path writes frames there; a store to a line not in the cache holds up the next locked
+        // instruction (the park's reference count) until the line arrives.
+        let sp = self.sp as *const u8;
+        arch::prefetch_range(
+            sp.wrapping_sub(PARK_PREFETCH_BYTES),
+            PARK_PREFETCH_BYTES + RESUME_PREFETCH_BYTES,
+        );
         arch::prefetch(self.record.stack_top.wrapping_sub(arch::PARENT_LINK) as *const u8);
     }
 
