@@ -93,8 +93,8 @@ pub struct RawFiber<T> {
 
 /// Bytes above a suspended fiber's stack pointer that [`RawFiber::prefetch_resume`] fetches.
 const RESUME_PREFETCH_BYTES: usize = 512;
-/// Bytes below a suspended fiber's saved stack pointer that [`RawFiber::prefetch_resume`] loads:
-/// where its next park path will write its frames.
+/// Bytes below a suspended fiber's saved stack pointer that [`RawFiber::prefetch_park_frames`]
+/// loads.
 const PARK_PREFETCH_BYTES: usize = 512;
 
 /// Marker: not `Send` (a raw pointer), covariant in the result type.
@@ -206,16 +206,23 @@ impl<T> RawFiber<T> {
             return;
         }
         // The resume pops the return address at `sp`, then returns through the frames above
-        // it: the park path of a fiber is a few hundred bytes deep. Below `sp`: a fiber woken
-        // from a park usually parks again soon (a sleep loop, a channel loop), and its next park
-        // path writes frames there; a store to a line not in the cache holds up the next locked
-        // instruction (the park's reference count) until the line arrives.
-        let sp = self.sp as *const u8;
-        arch::prefetch_range(
-            sp.wrapping_sub(PARK_PREFETCH_BYTES),
-            PARK_PREFETCH_BYTES + RESUME_PREFETCH_BYTES,
-        );
+        // it: the park path of a fiber is a few hundred bytes deep.
+        arch::prefetch_range(self.sp as *const u8, RESUME_PREFETCH_BYTES);
         arch::prefetch(self.record.stack_top.wrapping_sub(arch::PARENT_LINK) as *const u8);
+    }
+
+    /// Starts loading the stack just below a suspended fiber's saved stack pointer, where its
+    /// next park writes its frames: a fiber woken from a park usually parks again soon (a sleep
+    /// loop), and a store to a line not in the cache holds up the park's next locked instruction
+    /// until the line arrives. Worth it only well ahead of the resume ([`arch::prefetch`]): right
+    /// before it, the extra loads delay the ones [`prefetch_resume`](Self::prefetch_resume)
+    /// started.
+    #[inline]
+    pub fn prefetch_park_frames(&self) {
+        if self.state == State::Suspended {
+            let sp = self.sp as *const u8;
+            arch::prefetch_range(sp.wrapping_sub(PARK_PREFETCH_BYTES), PARK_PREFETCH_BYTES);
+        }
     }
 
     /// True once the closure has returned or panicked.

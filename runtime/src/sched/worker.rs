@@ -442,7 +442,7 @@ fn pop_pinned(pinned: &mut VecDeque<TaskRef>) -> Option<TaskRef> {
         return Some(task);
     }
     if let Some(next) = pinned.front() {
-        prefetch_stack(next);
+        prefetch_stack(next, true);
     }
     if let Some(after) = pinned.get(1) {
         prefetch_header(after);
@@ -459,13 +459,18 @@ fn prefetch_header(task: &TaskRef) {
     arch::prefetch_range(start, PREFETCH_HEADER_BYTES);
 }
 
-/// Starts loading what resuming the task's fiber touches first, if it has run before.
-fn prefetch_stack(task: &TaskRef) {
+/// Starts loading what resuming the task's fiber touches first, if it has run before, and with
+/// `park_frames` also where it will park next (only when fetching well ahead: see
+/// [`crate::fiber::RawFiber::prefetch_park_frames`]).
+fn prefetch_stack(task: &TaskRef, park_frames: bool) {
     // SAFETY: the task sits in (or is being put into) this worker's LIFO slot or pinned queue,
     // which no other thread pops, so no other thread touches its fiber now (module docs of `task`); its last writer
     // handed it here through the state word or a queue, which ordered those writes before us.
     if let Some(fiber) = unsafe { &*task.header.fiber.get() } {
         fiber.prefetch_resume();
+        if park_frames {
+            fiber.prefetch_park_frames();
+        }
     }
 }
 
@@ -499,7 +504,7 @@ impl WorkerContext {
             // touch while the current fiber goes on to its next switch. (A new fiber has no stack
             // yet, and its spawner has just written its header.)
             prefetch_header(&task);
-            prefetch_stack(&task);
+            prefetch_stack(&task, false);
         }
         let previous = self.local.borrow_mut().lifo.replace(task);
         if let Some(previous) = previous {
