@@ -487,26 +487,32 @@ fn yield_now() {
     filament_runtime::loom::thread::yield_now();
 }
 
-/// Wakes decided under a lock, to deliver after the lock is released. Holds one inline;
-/// further ones are woken at once (rare: only broadcast-like operations produce several).
+/// Wakes decided under a lock, to deliver after the lock is released (a wake may be a futex
+/// syscall: it must not run under a spin lock other threads wait on). Holds one inline; more
+/// (only broadcast-like operations produce several: `notify_all`, `WaitGroup`, a channel's
+/// close) go into a vector, allocated only then.
 #[derive(Debug, Default)]
 #[must_use]
 pub(crate) struct Wakeups {
     first: Option<Wake>,
+    rest: Vec<Wake>,
 }
 
 impl Wakeups {
     /// Nothing to wake yet.
     pub(crate) fn new() -> Wakeups {
-        Wakeups { first: None }
+        Wakeups {
+            first: None,
+            rest: Vec::new(),
+        }
     }
 
-    /// Remembers `w` (or wakes it at once if one is already held).
+    /// Remembers `w`, to wake it after the lock is released.
     pub(crate) fn push(&mut self, w: Wake) {
         if self.first.is_none() {
             self.first = Some(w);
         } else {
-            w.wake();
+            self.rest.push(w);
         }
     }
 
@@ -521,5 +527,6 @@ impl Drop for Wakeups {
         if let Some(w) = self.first.take() {
             w.wake();
         }
+        self.rest.drain(..).for_each(Wake::wake);
     }
 }
