@@ -235,16 +235,12 @@ impl Timers {
         }
     }
 
-    /// True if worker `index` has timers to fire or hand over at `now` (`None`: any thread).
-    pub(crate) fn is_due(&self, now: Instant, index: Option<usize>) -> bool {
+    /// True if worker `index` has timers to fire or hand over at `now`.
+    pub(crate) fn is_due(&self, now: Instant, index: usize) -> bool {
         let now = self.to_nanos(now);
-        let handed = |s: &Shard| s.handed.load(Acquire) != NONE;
         // Stops at the first due shard (this runs in idle workers' spin loops).
         self.shards.iter().any(|s| s.earliest.load(Acquire) <= now)
-            || match index {
-                Some(i) => handed(&self.shards[self.own_shard(i)]),
-                None => self.shards.iter().any(|s| handed(s)),
-            }
+            || self.shards[self.own_shard(index)].handed.load(Acquire) != NONE
     }
 
     /// Announces that a worker is about to block in the reactor's poll until `deadline` (`None`:
@@ -284,15 +280,11 @@ impl Shard {
         let mut guard = self.buckets.lock();
         let buckets = &mut *guard;
         let mut moved = false;
-        while let Some(entry) = buckets.by_tick.first_entry() {
-            let at = entry.key().saturating_mul(TICK_NS);
-            if at > cutoff {
-                break;
-            }
+        while let Some((at, bucket)) = buckets.pop_due(cutoff) {
             if at < self.handed.load(Relaxed) {
                 self.handed.store(at, Release);
             }
-            buckets.handed.push(entry.remove());
+            buckets.handed.push(bucket);
             moved = true;
         }
         self.earliest.store(buckets.next_tick_nanos(), Release);
@@ -323,18 +315,13 @@ impl Shard {
             }
         };
         if with_handed {
-            let mut handed = std::mem::take(&mut buckets.handed);
-            for bucket in handed.drain(..) {
+            while let Some(bucket) = buckets.handed.pop() {
                 fire_bucket(bucket, &mut buckets.spare);
             }
-            buckets.handed = handed;
             self.handed.store(NONE, Release);
         }
-        while let Some(entry) = buckets.by_tick.first_entry() {
-            if entry.key().saturating_mul(TICK_NS) > cutoff {
-                break;
-            }
-            fire_bucket(entry.remove(), &mut buckets.spare);
+        while let Some((_, bucket)) = buckets.pop_due(cutoff) {
+            fire_bucket(bucket, &mut buckets.spare);
         }
         self.earliest.store(buckets.next_tick_nanos(), Release);
         self.pending
@@ -344,6 +331,14 @@ impl Shard {
 }
 
 impl TickBuckets {
+    /// Removes the earliest bucket if it is due at `cutoff` (ns since `epoch`); returns it with
+    /// its tick in ns.
+    fn pop_due(&mut self, cutoff: u64) -> Option<(u64, Vec<Entry>)> {
+        let entry = self.by_tick.first_entry()?;
+        let at = entry.key().saturating_mul(TICK_NS);
+        (at <= cutoff).then(|| (at, entry.remove()))
+    }
+
     /// The earliest tick still waiting in `by_tick`, as ns since `epoch` (`NONE`: empty).
     fn next_tick_nanos(&self) -> u64 {
         self.by_tick
@@ -387,9 +382,8 @@ mod tests {
             None,
             "handed-over timers wake no poller"
         );
-        assert!(!timers.is_due(later, Some(0)));
-        assert!(timers.is_due(later, Some(1)));
-        assert!(timers.is_due(later, None));
+        assert!(!timers.is_due(later, 0));
+        assert!(timers.is_due(later, 1));
 
         owners.clear();
         assert_eq!(
@@ -398,7 +392,7 @@ mod tests {
         );
         assert!(owners.is_empty() && out.is_empty());
         assert_eq!(timers.pending(), 0);
-        assert!(!timers.is_due(later, Some(1)));
+        assert!(!timers.is_due(later, 1));
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl WorkerContext {
         let now = Instant::now();
         let recheck = shared.has_stealable_work()
             || self.has_local_work()
-            || shared.timers.is_due(now, Some(self.index))
+            || shared.timers.is_due(now, self.index)
             || shared.stopping();
         let mut timed_out_idle = false;
         if !recheck {
@@ -239,7 +239,7 @@ impl WorkerContext {
                 return true;
             }
             let now = Instant::now();
-            if shared.timers.is_due(now, Some(self.index)) {
+            if shared.timers.is_due(now, self.index) {
                 return true;
             }
             if now - since >= budget {
