@@ -1,7 +1,8 @@
 //! `Runtime::dump()`: every live fiber, its state, where it was spawned and what it waits on.
 //!
-//! What Go prints on SIGQUIT, as a value. The registry of live fibers (`sched::registry`) already
-//! holds every fiber for shutdown; a dump takes a snapshot of it and reads, per fiber:
+//! What Go prints on SIGQUIT, as a value. The registry (`sched::registry`) already holds every
+//! fiber that has suspended at least once, for shutdown; a dump takes a snapshot of it and reads,
+//! per fiber:
 //!
 //! * the lifecycle bits of its state word (running / runnable / parked; one atomic load),
 //! * `spawned_at`, the `#[track_caller]` location of the `spawn` call (immutable),
@@ -10,6 +11,11 @@
 //!   store what they wait on and their caller's location under the fiber's small `wait` lock
 //!   ([`crate::fiber::waiting`]); the record is cleared when the call returns. Only the slow
 //!   path (the one that parks) writes it, so an uncontended lock or a ready socket pays nothing.
+//!
+//! A fiber still in its first run slice (it has not parked or yielded yet) is not registered: the
+//! worker running it announces its id and spawn site (`registry::FirstRunSlot`), and the dump
+//! lists it as running, without its name (reading the name would need a reference to the fiber,
+//! which the announcement does not take, to keep the spawn path free of locked instructions).
 //!
 //! The snapshot is not atomic across fibers: a fiber may change state while the dump reads the
 //! next one. Reading never blocks a fiber for longer than one copy of its wait record.
@@ -58,7 +64,8 @@ impl fmt::Display for FiberState {
 pub struct FiberInfo {
     /// The fiber's id.
     pub id: FiberId,
-    /// Its name (`Builder::name`), if any.
+    /// Its name (`Builder::name`), if any. `None` also for a fiber in its first run slice (it
+    /// has not parked or yielded yet; see the module docs).
     pub name: Option<String>,
     /// Running, runnable or parked.
     pub state: FiberState,
@@ -126,7 +133,19 @@ pub(crate) fn snapshot(shared: &Shared) -> Dump {
             })
         })
         .collect();
+    // Fibers in their first slice are not registered yet: their workers announce them. One that
+    // registers while we look may be in both lists.
+    fibers.extend(shared.workers.iter().filter_map(|w| {
+        w.first_run.read().map(|(id, spawned_at)| FiberInfo {
+            id: FiberId::from_raw(id),
+            name: None,
+            state: FiberState::Running,
+            spawned_at,
+            waiting_on: None,
+        })
+    }));
     fibers.sort_by_key(|f| f.id);
+    fibers.dedup_by_key(|f| f.id);
     // Approximate: fibers start and end while we look.
     let not_started = (shared.live_fibers() as usize).saturating_sub(fibers.len());
     Dump {

@@ -33,6 +33,7 @@ pub(crate) mod sched;
 #[cfg(loom)]
 pub(crate) mod sched {
     //! Under loom only the scheduler's pure state machines are compiled and model-checked.
+    pub(crate) mod first_run;
     pub(crate) mod idle;
     pub(crate) mod join_state;
     pub(crate) mod state;

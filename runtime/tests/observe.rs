@@ -98,6 +98,48 @@ fn dump_names_each_wait_and_spawn_site() {
 }
 
 #[test]
+fn a_fiber_in_its_first_slice_is_listed_as_running_then_by_name() {
+    // Fibers are registered when they first suspend; before that their worker announces them.
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let (go_on, started) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (g, s) = (go_on.clone(), started.clone());
+    let spawn_line = line!() + 2;
+    let spinner = rt.block_on(move || {
+        fil::Builder::new().name("spinner").spawn(move || {
+            s.store(true, SeqCst);
+            while !g.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+            fil::sleep(Duration::from_secs(30));
+        })
+    });
+    let spinner = spinner.unwrap();
+    while !started.load(SeqCst) {
+        std::thread::yield_now();
+    }
+    let dump = rt.dump();
+    let listed: Vec<_> = dump
+        .fibers
+        .iter()
+        .filter(|f| f.spawned_at.line() == spawn_line)
+        .collect();
+    assert_eq!(listed.len(), 1, "{dump}");
+    assert_eq!(listed[0].state, FiberState::Running, "{dump}");
+    assert!(
+        listed[0].spawned_at.file().ends_with("observe.rs"),
+        "{dump}"
+    );
+    go_on.store(true, SeqCst);
+    let dump = dump_when_parked(&rt, &["spinner"]);
+    assert_eq!(dump.fibers.len(), 1, "{dump}");
+    drop(rt);
+    assert!(spinner.join().unwrap_err().is::<fil::Cancelled>());
+}
+
+#[test]
 fn metrics_count_fibers_and_display() {
     let rt = Runtime::builder().workers(2).build().unwrap();
     let before = rt.metrics();

@@ -77,6 +77,7 @@
 //! (`Shared::live_fibers`), then stops and joins the workers and the monitor.
 
 pub(crate) mod blocking_pool;
+pub(crate) mod first_run;
 pub(crate) mod idle;
 pub(crate) mod join_state;
 pub(crate) mod monitor;

@@ -24,9 +24,10 @@ use crate::fiber::{RawFiber, Resumed};
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::{arch, stack};
 
+use super::first_run::FirstRunSlot;
 use super::idle::WorkerParker;
 use super::state::{Lifecycle, ParkOutcome};
-use super::task::{take_parked_ref, Body, Cancelled, Task, NO_HOME};
+use super::task::{take_parked_ref, Body, Cancelled, Task, NOT_REGISTERED, NO_HOME};
 use super::task_ref::TaskRef;
 use super::worker_idle::SpinBudget;
 use super::Shared;
@@ -63,6 +64,8 @@ pub(crate) struct WorkerShared {
     pub(crate) tick: AtomicU64,
     /// True while the worker runs a fiber.
     pub(crate) busy: AtomicBool,
+    /// The fiber it runs in that fiber's first slice, before it is registered (for the dump).
+    pub(crate) first_run: FirstRunSlot,
     /// Live fibers that started on this worker (a spare may exit only when it has none).
     pub(crate) homed: HomedCount,
     /// Counters bumped by this worker's thread (see `Shared::bump_at`).
@@ -80,6 +83,7 @@ impl WorkerShared {
             status: AtomicUsize::new(SLOT_UNUSED),
             tick: AtomicU64::new(0),
             busy: AtomicBool::new(false),
+            first_run: FirstRunSlot::new(),
             homed: HomedCount::default(),
             counters: CachePadded::new(super::Counters::default()),
         }
@@ -648,12 +652,12 @@ impl WorkerContext {
                 header.home.store(self.index, Release);
                 self.count_homed(self.index, 1);
             }
-            shared.registry.insert(self.index, &task);
             let body = BodyPtr(&task.body as *const dyn Body);
             *slot = Some(RawFiber::with_name(stack, header.name.clone(), move || {
                 let body = body;
-                // SAFETY: the task (and so its body) outlives its fiber: the registry and the
-                // running worker hold references until the fiber has finished.
+                // SAFETY: the task (and so its body) outlives its fiber: the running worker holds a
+                // reference while it runs, and the registry from its first suspension until it
+                // has finished (`registry` module docs).
                 unsafe { (*body.0).run() }
             }));
         }
@@ -661,12 +665,25 @@ impl WorkerContext {
         let me = &shared.workers[self.index];
         CURRENT_TASK.with(|c| c.set(Some(NonNull::from(&*task))));
         me.busy.store(true, Relaxed);
+        // Registered at its first suspension (`registry` module docs); until then the dump finds
+        // it through `first_run`.
+        let mut registered = header.registry_slot.load(Relaxed) != NOT_REGISTERED;
+        if !registered {
+            me.first_run.publish(header.id, header.spawned_at);
+        }
         // Only this worker writes its tick: a load and a store, no locked read-modify-write.
         me.tick
             .store(me.tick.load(Relaxed).wrapping_add(1), Relaxed);
         let mut suspended_with = SUSPEND_YIELD;
         let outcome = loop {
-            match fiber.resume() {
+            let resumed = fiber.resume();
+            if !registered && matches!(resumed, Resumed::Suspended(_)) {
+                // Still ours: the park is not published, the yield not queued.
+                shared.registry.insert(self.index, &task);
+                registered = true;
+                me.first_run.clear();
+            }
+            match resumed {
                 Resumed::Suspended(SUSPEND_PARK) => {
                     shared.bump_at(Some(self), |c| &c.parks);
                     match header.state.finish_park() {
@@ -684,6 +701,9 @@ impl WorkerContext {
             }
         };
         me.busy.store(false, Relaxed);
+        if !registered {
+            me.first_run.clear();
+        }
         CURRENT_TASK.with(|c| c.set(None));
         match outcome {
             // PARKED now owns our reference; the wake that ends the park takes it over
