@@ -107,7 +107,9 @@ fn submit(
 ) -> TaskRef {
     let task = make(shared.next_fiber_id_at(here));
     shared.bump_at(here, |c| &c.spawned);
-    shared.schedule_at(here, task.clone());
+    // SAFETY: `make` just created the task and returned its only reference; scheduling is what
+    // publishes it.
+    shared.schedule_at(here, unsafe { task.clone_unshared() });
     // `here` is not used after this call: the backpressure may suspend the fiber.
     worker::spawn_backpressure(here);
     task

@@ -115,6 +115,22 @@ impl TaskRef {
     }
 }
 
+impl TaskRef {
+    /// A second reference to a task that no other thread can reach yet, made with a plain load
+    /// and store of the count instead of a locked increment (what a spawn saves: the queue's
+    /// reference and the join handle's are both made before the task is published).
+    ///
+    /// # Safety
+    /// `self` must be the only reference to the task and the task must not have been published
+    /// to another thread (no queue, waker or registry holds it): nobody else may touch `refs`
+    /// until the new reference is handed on, which publishes the count with it.
+    pub(crate) unsafe fn clone_unshared(&self) -> TaskRef {
+        let refs = &self.header.refs;
+        refs.store(refs.load(Relaxed) + 1, Relaxed);
+        TaskRef { ptr: self.ptr }
+    }
+}
+
 impl Clone for TaskRef {
     fn clone(&self) -> TaskRef {
         // SAFETY: `self` keeps the task alive.
