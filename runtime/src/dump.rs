@@ -13,7 +13,7 @@
 //!   path (the one that parks) writes it, so an uncontended lock or a ready socket pays nothing.
 //!
 //! A fiber still in its first run slice (it has not parked or yielded yet) is not registered: the
-//! worker running it announces its id and spawn site (`registry::FirstRunSlot`), and the dump
+//! worker running it announces its id and spawn site (`sched::first_run`), and the dump
 //! lists it as running, without its name (reading the name would need a reference to the fiber,
 //! which the announcement does not take, to keep the spawn path free of locked instructions).
 //!

@@ -17,10 +17,10 @@
 //! Fibers that never suspended are not here:
 //! * not started: counted by the spawned and finished counters (`Shared::live_fibers`); at
 //!   shutdown a fiber is cancelled before it starts;
-//! * running their first slice: the worker running one announces it in its [`FirstRunSlot`](super::first_run::FirstRunSlot)
-//!   (its id and spawn site: plain stores, no reference taken), which `Runtime::dump` reads; at
-//!   shutdown such a fiber is cancelled once it suspends (and so registers), since the shutdown
-//!   loop repeats until no fiber is live.
+//! * running their first slice: the worker running one announces it in its
+//!   [`FirstRunSlot`](super::first_run::FirstRunSlot) (its id and spawn site: plain stores, no
+//!   reference taken), which `Runtime::dump` reads; at shutdown such a fiber is cancelled once it
+//!   suspends (and so registers), since the shutdown loop repeats until no fiber is live.
 //!
 //! The registry's strong reference also guarantees that a suspended fiber is never destroyed by
 //! whichever thread happens to drop the last reference: the reference is dropped by the worker
