@@ -391,8 +391,8 @@ pub(crate) unsafe fn waiting_in(
     what: &'static str,
     at: &'static std::panic::Location<'static>,
 ) -> WaitingGuard {
-    // SAFETY: the running fiber's task is alive while it runs (the registry and the running
-    // worker hold it until the fiber is done), and `task` is it (caller's contract).
+    // SAFETY: the running fiber's task is alive while it runs (the worker running it holds a
+    // reference), and `task` is it (caller's contract).
     let wait = unsafe { &task.as_ref().header.wait };
     wait.set(what, at);
     WaitingGuard(Some(ptr::NonNull::from(wait)))
@@ -407,8 +407,9 @@ impl Drop for WaitingGuard {
             // The slot is re-read from the guard, not from a thread-local: the fiber may have
             // moved to another worker since `waiting` (DESIGN.md decision 7).
             // SAFETY: the slot is in the running fiber's task, which outlives the fiber's
-            // execution (the registry and the running worker hold it until the fiber is done),
-            // and the guard lives on that fiber's stack, so the task is alive here.
+            // execution (the worker running it holds a reference, and the registry does from
+            // the fiber's first suspension until it is done), and the guard lives on that
+            // fiber's stack, so the task is alive here.
             unsafe { slot.as_ref() }.clear();
         }
     }

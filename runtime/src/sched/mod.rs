@@ -71,9 +71,10 @@
 //!
 //! # Shutdown
 //!
-//! Dropping the `Runtime` sets the shutdown flag, cancels every started fiber in the registry
-//! (each unwinds at its next blocking point; a fiber that has not started ends, cancelled, when a
-//! worker takes it), repeats until the spawned and finished counters say no fiber is live
+//! Dropping the `Runtime` sets the shutdown flag, cancels every fiber in the registry (those that
+//! have suspended at least once; each unwinds at its next blocking point; a fiber that has not
+//! started ends, cancelled, when a worker takes it; one in its first run is cancelled once it
+//! suspends and so registers), repeats until the spawned and finished counters say no fiber is live
 //! (`Shared::live_fibers`), then stops and joins the workers and the monitor.
 
 pub(crate) mod blocking_pool;
@@ -191,9 +192,9 @@ impl Shared {
         }
     }
 
-    /// A fresh fiber id (`here`: see [`Shared::here`]). A worker takes ids from a block of its own (refilled [`ID_BLOCK`] at a
-    /// time), so workers spawning at once do not fight over one counter; other threads take
-    /// them one at a time. Ids are unique per runtime, not in spawn order.
+    /// A fresh fiber id (`here`: see [`Shared::here`]). A worker takes ids from a block of its
+    /// own (refilled [`ID_BLOCK`] at a time), so workers spawning at once do not fight over one
+    /// counter; other threads take them one at a time. Ids are unique per runtime, not in spawn order.
     #[inline]
     pub(crate) fn next_fiber_id_at(&self, here: Option<&worker::WorkerContext>) -> u64 {
         match here {
@@ -204,8 +205,9 @@ impl Shared {
 
     /// Adds one to a counter of the calling thread's set (`here`, from [`Shared::here`]): its
     /// worker's own (only that worker's thread writes it, so a load and a store do, with no locked
-    /// read-modify-write), or the runtime's shared set from any other thread. The store is Release (a plain store on x86_64)
-    /// so that [`Shared::count`]'s Acquire loads order it: [`Shared::live_fibers`] relies on it.
+    /// read-modify-write), or the runtime's shared set from any other thread. The store is
+    /// Release (a plain store on x86_64) so that [`Shared::count`]'s Acquire loads order it:
+    /// [`Shared::live_fibers`] relies on it.
     #[inline]
     pub(crate) fn bump_at(
         &self,

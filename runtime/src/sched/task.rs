@@ -29,7 +29,7 @@ use super::state::TaskState;
 use super::task_ref::TaskRef;
 use super::Shared;
 
-/// `registry_slot` of a fiber that is not in the registry (it has not started).
+/// `registry_slot` of a fiber that is not in the registry (it has not suspended yet).
 pub(crate) const NOT_REGISTERED: usize = usize::MAX;
 
 /// `home` of a fiber that has not run yet.
@@ -53,7 +53,7 @@ pub(crate) struct Header {
     pub(crate) join: JoinState,
     pub(crate) shared: Arc<Shared>,
     pub(crate) spawned_at: &'static Location<'static>,
-    /// Where the fiber sits in the runtime's registry of started fibers (encoded by
+    /// Where the fiber sits in the runtime's registry of suspended fibers (encoded by
     /// [`super::registry`]), or [`NOT_REGISTERED`].
     pub(crate) registry_slot: AtomicUsize,
     /// Set once the cancellation unwind has been delivered (touched only by the fiber).

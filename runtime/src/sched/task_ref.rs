@@ -113,9 +113,7 @@ impl TaskRef {
             std::process::abort();
         }
     }
-}
 
-impl TaskRef {
     /// A second reference to a task that no other thread can reach yet, made with a plain load
     /// and store of the count instead of a locked increment (what a spawn saves: the queue's
     /// reference and the join handle's are both made before the task is published).

@@ -27,7 +27,7 @@ use crate::{arch, stack};
 use super::first_run::FirstRunSlot;
 use super::idle::WorkerParker;
 use super::state::{Lifecycle, ParkOutcome};
-use super::task::{take_parked_ref, Body, Cancelled, Task, NOT_REGISTERED, NO_HOME};
+use super::task::{take_parked_ref, Body, Cancelled, Task, NO_HOME};
 use super::task_ref::TaskRef;
 use super::worker_idle::SpinBudget;
 use super::Shared;
@@ -468,8 +468,9 @@ fn prefetch_header(task: &TaskRef) {
 /// [`crate::fiber::RawFiber::prefetch_park_frames`]).
 fn prefetch_stack(task: &TaskRef, park_frames: bool) {
     // SAFETY: the task sits in (or is being put into) this worker's LIFO slot or pinned queue,
-    // which no other thread pops, so no other thread touches its fiber now (module docs of `task`); its last writer
-    // handed it here through the state word or a queue, which ordered those writes before us.
+    // which no other thread pops, so no other thread touches its fiber now (module docs of
+    // `task`); its last writer handed it here through the state word or a queue, which ordered
+    // those writes before us.
     if let Some(fiber) = unsafe { &*task.header.fiber.get() } {
         fiber.prefetch_resume();
         if park_frames {
@@ -631,10 +632,12 @@ impl WorkerContext {
         // SAFETY: we popped the task, so its state is RUNNING and we own its fiber slot until we
         // hand it back (queue it or publish PARKED/DONE). No other reference to the slot exists.
         let slot = unsafe { &mut *header.fiber.get() };
-        if slot.is_none() {
+        // Every later run follows a suspension, which registered the fiber (`registry` module
+        // docs); in its first run the dump finds it through `first_run`.
+        let mut registered = slot.is_some();
+        if !registered {
             // A runtime being dropped cancels the fibers that have not started yet here, however
-            // late they were spawned (the shutdown loop only sees registered, i.e. started,
-            // fibers).
+            // late they were spawned (the shutdown loop only sees registered fibers).
             if header.state.is_cancelled() || shared.shutdown.load(Acquire) {
                 self.end_unstarted(&task, home, Box::new(Cancelled));
                 return;
@@ -665,9 +668,6 @@ impl WorkerContext {
         let me = &shared.workers[self.index];
         CURRENT_TASK.with(|c| c.set(Some(NonNull::from(&*task))));
         me.busy.store(true, Relaxed);
-        // Registered at its first suspension (`registry` module docs); until then the dump finds
-        // it through `first_run`.
-        let mut registered = header.registry_slot.load(Relaxed) != NOT_REGISTERED;
         if !registered {
             me.first_run.publish(header.id, header.spawned_at);
         }
