@@ -232,6 +232,29 @@ fn scope_borrows_and_joins_all() {
     assert_eq!(counts, vec![0, 2, 4, 6, 8, 10, 12, 14]);
 }
 
+/// A scoped fiber's handle joined by another scoped fiber while the scope itself waits for the
+/// same fiber at its end: two joiners of one fiber at once. Both must be woken.
+#[test]
+fn a_scoped_fiber_joined_by_another_while_the_scope_waits_for_it() {
+    let rt = rt(2);
+    within(&rt, Duration::from_secs(60), || {
+        for round in 0..50u64 {
+            let mut got = 0;
+            fil::scope(|s| {
+                let slow = s.spawn(move || {
+                    fil::sleep(Duration::from_millis(2));
+                    round
+                });
+                let got = &mut got;
+                s.spawn(move || *got = slow.join().unwrap() + 1);
+                // Let the joiner park on `slow` before the scope's end waits for it too.
+                fil::sleep(Duration::from_micros(500));
+            });
+            assert_eq!(got, round + 1);
+        }
+    });
+}
+
 #[test]
 fn sleep_precision_and_many_sleepers() {
     let rt = rt(2);

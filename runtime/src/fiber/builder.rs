@@ -175,7 +175,8 @@ where
 impl<T> JoinHandle<T> {
     /// Waits for completion and takes the result (used by `block_on`).
     pub(crate) fn join_now(self) -> std::thread::Result<T> {
-        self.task.header.join.wait();
+        let header = &self.task.header;
+        header.join.wait(&header.state);
         self.take()
     }
 }

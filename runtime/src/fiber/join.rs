@@ -28,9 +28,10 @@ impl<T> JoinHandle<T> {
     /// the thread. A cancelled fiber's payload is a [`crate::Cancelled`].
     #[track_caller]
     pub fn join(self) -> thread::Result<T> {
-        if !self.task.header.join.is_complete() {
+        let header = &self.task.header;
+        if !header.state.is_done() {
             let _wait = crate::fiber::waiting("join", std::panic::Location::caller());
-            self.task.header.join.wait();
+            header.join.wait(&header.state);
         }
         self.take()
     }
@@ -60,7 +61,7 @@ impl<T> JoinHandle<T> {
 
     /// True once the fiber has finished (its result is ready).
     pub fn is_finished(&self) -> bool {
-        self.task.header.join.is_complete()
+        self.task.header.state.is_done()
     }
 
     /// The fiber's handle (id, name).

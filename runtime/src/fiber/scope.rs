@@ -2,8 +2,10 @@
 //! all joined before `scope` returns.
 //!
 //! Soundness: every fiber spawned in the scope is recorded; `scope` waits for all of them to
-//! finish (even when the scope's closure panics) and drops every result that was not joined, so
-//! no borrow of `'env` outlives the call.
+//! finish (even when the scope's closure panics) and then drops every result that was not
+//! joined, so no borrow of `'env` outlives the call. The results are dropped only after *all*
+//! fibers finished: a handle may be joined by another scoped fiber, concurrently with the
+//! scope's own wait, and only then is it certain that no handle is left to take a result.
 
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
@@ -55,17 +57,24 @@ where
         _env: PhantomData,
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&scope)));
-    let mut unjoined_panic = false;
     let _wait = crate::fiber::waiting("scope", std::panic::Location::caller());
+    // Wait for every fiber first (fibers may spawn more while we wait), and only then drop the
+    // results nobody took: a handle can be joined by another scoped fiber, which may take its
+    // result after we saw that fiber finish. Once all are finished, every handle is gone.
+    let mut finished = Vec::new();
     loop {
         let tasks = std::mem::take(&mut *scope.tasks.lock());
         if tasks.is_empty() {
             break;
         }
         for task in tasks {
-            task.header.join.wait();
-            unjoined_panic |= task.body.drop_output();
+            task.header.join.wait(&task.header.state);
+            finished.push(task);
         }
+    }
+    let mut unjoined_panic = false;
+    for task in finished {
+        unjoined_panic |= task.body.drop_output();
     }
     match result {
         Err(payload) => panic::resume_unwind(payload),

@@ -9,6 +9,8 @@
 //!                        DONE (3)      finished; wakes are ignored
 //!  bit 2     NOTIFIED    the park token (std::thread::park semantics)
 //!  bit 3     CANCELLED   JoinHandle::cancel was called
+//!  bit 4     JOINER      a joiner has put its unparker in the task's `JoinState` (set once by
+//!                        the joiner, never cleared; see `join_state`)
 //!  bits 8..  generation  +1 on every wake from PARKED, so a stale timer cannot wake a later park
 //! ```
 //!
@@ -33,7 +35,11 @@
 //!   token (the park reports a timeout). A timer that fires while its park is still on the way
 //!   (RUNNING, same generation) leaves the token instead, so `finish_park` resumes the fiber.
 //!   A park that ends through the token in `finish_park` also starts a new generation.
-//! * finish: RUNNING → DONE.
+//! * finish: RUNNING → DONE, returning whether JOINER was set (then the finisher wakes the
+//!   joiner). Joining sets JOINER ([`TaskState::register_joiner`]) after it stored its
+//!   unparker and learns in the same instruction whether the fiber is DONE already. Both are
+//!   read-modify-writes of this word, so one of them sees the other: this is the whole join
+//!   protocol, and a fiber nobody joins finishes with the one `fetch_or` it always paid.
 //!
 //! **No lost wake-up:** a wake either finds PARKED (and queues the fiber itself), or happens
 //! while the worker still owns the fiber (RUNNING/SCHEDULED) and leaves NOTIFIED, which
@@ -49,6 +55,7 @@ const SCHEDULED: usize = 2;
 const DONE: usize = 3;
 const NOTIFIED: usize = 1 << 2;
 const CANCELLED: usize = 1 << 3;
+const JOINER: usize = 1 << 4;
 const GEN_SHIFT: u32 = 8;
 const GEN_ONE: usize = 1 << GEN_SHIFT;
 
@@ -126,10 +133,27 @@ impl TaskState {
         debug_assert_eq!(prev & LIFECYCLE, RUNNING);
     }
 
-    /// Finished: RUNNING → DONE.
-    pub fn finish(&self) {
+    /// Finished: RUNNING → DONE. Returns true if a joiner registered before (see
+    /// [`TaskState::register_joiner`]): the caller must then wake it.
+    ///
+    /// Release publishes the fiber's result to whoever sees DONE ([`TaskState::is_done`]).
+    #[must_use]
+    pub fn finish(&self) -> bool {
         let prev = self.0.fetch_or(DONE, AcqRel);
         debug_assert_eq!(prev & LIFECYCLE, RUNNING);
+        prev & JOINER != 0
+    }
+
+    /// True once the fiber finished (Acquire: its result is then visible).
+    #[inline]
+    pub fn is_done(&self) -> bool {
+        self.0.load(Acquire) & LIFECYCLE == DONE
+    }
+
+    /// A joiner stored its unparker: sets JOINER. Returns true if the fiber is DONE already (the
+    /// finisher may not have seen the bit; the joiner must not wait for a wake).
+    pub fn register_joiner(&self) -> bool {
+        self.0.fetch_or(JOINER, AcqRel) & LIFECYCLE == DONE
     }
 
     /// Consumes the park token; true if it was set.

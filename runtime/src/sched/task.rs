@@ -10,9 +10,9 @@
 //! * `header.fiber` — only the worker that owns the task (it popped it, so the state is RUNNING),
 //!   or the task's destructor (no other reference exists then).
 //! * `body` — the closure is taken and the result written by `Body::run`, on the fiber, exactly
-//!   once; the result is taken by the single `JoinHandle` after `join` saw `complete`.
-//! * `join` — `complete` is published with Release after the result is written; the joiner's
-//!   `Unparker` sits under a small lock (see [`JoinState`]).
+//!   once; the result is taken by the single `JoinHandle` after `join` saw DONE.
+//! * `join` — DONE is published in `state` with Release after the result is written; the
+//!   joiners' `Unparker`s sit under a small lock (see [`JoinState`]).
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -115,7 +115,7 @@ pub(crate) trait Body: Send + Sync {
     ///
     /// # Safety
     /// `out` must point at an `Option<thread::Result<T>>` for this body's `T`; the result must be
-    /// complete (`JoinState::is_complete`) and taken at most once.
+    /// complete (`TaskState::is_done`) and taken at most once.
     unsafe fn take_output(&self, out: *mut ());
     /// Drops a result that nobody took; returns true if it was a panic.
     fn drop_output(&self) -> bool;

@@ -763,11 +763,12 @@ impl WorkerContext {
     }
 
     fn finish(&self, task: &TaskRef) {
-        task.header.state.finish();
         // Counted before `join` can return, so a joiner never sees its fiber still live in the
         // metrics or a dump (`Shared::live_fibers`).
         self.shared.bump_at(Some(self), |c| &c.finished);
-        task.header.join.complete();
+        if task.header.state.finish() {
+            task.header.join.wake_joiners();
+        }
         self.shared.registry.remove(task);
     }
 
