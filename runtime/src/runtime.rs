@@ -24,6 +24,7 @@ use crate::reactor::Reactor;
 use crate::sched::idle::{Idle, WorkerParker};
 use crate::sched::monitor::{run_monitor, spawn_worker_thread};
 use crate::sched::registry::Registry;
+use crate::sched::runtime_hold::TaskHolds;
 use crate::sched::worker::{WorkerShared, SLOT_RUNNING};
 use crate::sched::{Config, Counters, Shared};
 use crate::stack::{round_stack_size, DEFAULT_STACK_SIZE};
@@ -163,6 +164,7 @@ impl RuntimeBuilder {
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             monitor_parker: WorkerParker::new(),
+            task_holds: TaskHolds::new(),
             config,
         });
         let mut rt = Runtime {
@@ -293,6 +295,9 @@ impl Drop for Runtime {
         // Break the task -> runtime reference cycles held by queues and timers.
         shared.timers.clear();
         while !shared.injector.steal().is_empty() {}
+        // No worker thread runs any more: the task objects still alive (held by the user's
+        // handles) take over their hold on `Shared` from this `Runtime`.
+        TaskHolds::merge(shared);
     }
 }
 

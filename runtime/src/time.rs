@@ -353,13 +353,15 @@ mod tests {
     use std::panic::Location;
 
     use super::*;
+    use crate::sched::runtime_hold::RuntimeRef;
     use crate::sched::task::new_task;
     use crate::Runtime;
 
     /// A task that never parked: its timer entries are stale (they fire nothing), which is
     /// enough to follow who removes them.
     fn task(rt: &Runtime) -> TaskRef {
-        new_task(rt.shared().clone(), 0, None, 0, Location::caller(), || ())
+        let hold = RuntimeRef::new(rt.shared(), None);
+        new_task(hold, 0, None, 0, Location::caller(), || ())
     }
 
     #[test]

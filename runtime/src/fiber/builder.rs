@@ -6,6 +6,7 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use crate::runtime::default_runtime;
+use crate::sched::runtime_hold::RuntimeRef;
 use crate::sched::task::{new_task, new_task_unchecked};
 use crate::sched::worker::{self, WorkerContext};
 use crate::sched::{Shared, TaskRef};
@@ -91,21 +92,21 @@ impl Builder {
             None => shared.config.stack_size,
         };
         let name = self.name.map(Arc::<str>::from);
-        Ok(JoinHandle::new(submit(shared, here, |id| {
-            new_task(shared.clone(), id, name, stack_size, at, f)
+        Ok(JoinHandle::new(submit(shared, here, |hold, id| {
+            new_task(hold, id, name, stack_size, at, f)
         })))
     }
 }
 
-/// Makes a new task with a fresh id (`make`), counts and queues it. `here` is the calling
+/// Makes a new task with a hold on the runtime and a fresh id (`make`), counts and queues it. `here` is the calling
 /// thread's worker of `shared` (`Shared::here`), looked up once by the caller for the id, the
 /// counter, the queue and the backpressure check.
 fn submit(
     shared: &Arc<Shared>,
     here: Option<&WorkerContext>,
-    make: impl FnOnce(u64) -> TaskRef,
+    make: impl FnOnce(RuntimeRef, u64) -> TaskRef,
 ) -> TaskRef {
-    let task = make(shared.next_fiber_id_at(here));
+    let task = make(RuntimeRef::new(shared, here), shared.next_fiber_id_at(here));
     shared.bump_at(here, |c| &c.spawned);
     // SAFETY: `make` just created the task and returned its only reference; scheduling is what
     // publishes it.
@@ -165,10 +166,10 @@ where
     T: Send + 'a,
 {
     let at = Location::caller();
-    JoinHandle::new(submit(shared, shared.here(), |id| {
+    JoinHandle::new(submit(shared, shared.here(), |hold, id| {
         // SAFETY: the callers (`Runtime::block_on`, `Scope`) wait for the fiber to finish and
         // take or drop its result before 'a ends.
-        unsafe { new_task_unchecked(shared.clone(), id, None, shared.config.stack_size, at, f) }
+        unsafe { new_task_unchecked(hold, id, None, shared.config.stack_size, at, f) }
     }))
 }
 

@@ -84,6 +84,7 @@ pub(crate) mod join_state;
 pub(crate) mod monitor;
 mod placement;
 pub(crate) mod registry;
+pub(crate) mod runtime_hold;
 pub(crate) mod state;
 pub(crate) mod task;
 mod task_memory;
@@ -126,6 +127,9 @@ pub(crate) struct Counters {
     pub(crate) unparks: AtomicU64,
     pub(crate) worker_parks: AtomicU64,
     pub(crate) spares_started: AtomicU64,
+    /// Not a metric: the task objects this worker made minus those it freed (wrapping), its
+    /// share of the runtime's [`runtime_hold::TaskHolds`]. Unused in the runtime's own set.
+    pub(crate) task_holds: AtomicU64,
 }
 
 /// Fiber ids a worker takes from `Shared::next_id` at a time.
@@ -152,6 +156,8 @@ pub(crate) struct Shared {
     /// The monitor thread's parker (woken on shutdown).
     pub(crate) monitor_parker: idle::WorkerParker,
     pub(crate) threads: crate::loom::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// What keeps this `Shared` alive for task objects (see [`runtime_hold`]).
+    pub(crate) task_holds: runtime_hold::TaskHolds,
     /// Task objects of this runtime not yet freed (unit tests check reference counting with it).
     #[cfg(test)]
     pub(crate) live_tasks: AtomicUsize,
@@ -160,7 +166,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Queues a fiber that just became runnable (woken, timed out, cancelled or spawned) from
     /// any thread. See the module docs for where it goes.
-    pub(crate) fn schedule(self: &Arc<Self>, task: TaskRef) {
+    pub(crate) fn schedule(&self, task: TaskRef) {
         self.schedule_at(self.here(), task);
     }
 

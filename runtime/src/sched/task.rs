@@ -25,9 +25,9 @@ use crate::fiber::RawFiber;
 use crate::loom::{AtomicBool, AtomicUsize};
 
 use super::join_state::JoinState;
+use super::runtime_hold::RuntimeRef;
 use super::state::TaskState;
 use super::task_ref::TaskRef;
-use super::Shared;
 
 /// `registry_slot` of a fiber that is not in the registry (it has not suspended yet).
 pub(crate) const NOT_REGISTERED: usize = usize::MAX;
@@ -51,7 +51,8 @@ pub(crate) struct Header {
     /// The fiber, created on first run. See the module docs for who may touch it.
     pub(crate) fiber: UnsafeCell<Option<RawFiber<()>>>,
     pub(crate) join: JoinState,
-    pub(crate) shared: Arc<Shared>,
+    /// The runtime; task objects hold it collectively (see [`super::runtime_hold`]).
+    pub(crate) shared: RuntimeRef,
     pub(crate) spawned_at: &'static Location<'static>,
     /// Where the fiber sits in the runtime's registry of suspended fibers (encoded by
     /// [`super::registry`]), or [`NOT_REGISTERED`].
@@ -189,7 +190,7 @@ where
 
 /// Creates a task for `f`.
 pub(crate) fn new_task<F, T>(
-    shared: Arc<Shared>,
+    shared: RuntimeRef,
     id: u64,
     name: Option<Arc<str>>,
     stack_size: usize,
@@ -211,7 +212,7 @@ where
 /// (`Body::take_output` / `Body::drop_output`), before `'a` ends. (The task object itself may
 /// outlive `'a`: by then it holds neither an `F` nor a `T`.)
 pub(crate) unsafe fn new_task_unchecked<'a, F, T>(
-    shared: Arc<Shared>,
+    shared: RuntimeRef,
     id: u64,
     name: Option<Arc<str>>,
     stack_size: usize,
