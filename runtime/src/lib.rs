@@ -36,6 +36,7 @@ pub(crate) mod sched {
     pub(crate) mod first_run;
     pub(crate) mod idle;
     pub(crate) mod join_state;
+    pub(crate) mod runtime_hold;
     pub(crate) mod state;
     pub(crate) mod wait_slot;
 }

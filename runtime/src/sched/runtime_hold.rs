@@ -28,13 +28,16 @@
 //! A task object therefore never sees its `Shared` freed: before the merge the `Runtime` holds
 //! it; after the merge the parked clone does until the last task object is gone.
 
+#[cfg(not(loom))]
 use std::ops::Deref;
+#[cfg(not(loom))]
 use std::ptr::NonNull;
-use std::sync::Arc;
 
-use crate::loom::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use crate::loom::{Arc, AtomicPtr, AtomicUsize, Ordering::*};
 
+#[cfg(not(loom))]
 use super::worker::WorkerContext;
+#[cfg(not(loom))]
 use super::Shared;
 
 /// Added to `outside` until the merge, so it cannot reach zero before (task objects number far
@@ -42,13 +45,21 @@ use super::Shared;
 const BIAS: usize = 1 << (usize::BITS - 2);
 
 /// The runtime side: the count of task objects held from outside the pool, and the collective
-/// reference parked at the merge (see the module docs).
-pub(crate) struct TaskHolds {
+/// reference parked at the merge (see the module docs). Generic only so that the loom model can
+/// stand in a small object for `Shared`.
+#[cfg(not(loom))]
+pub(crate) struct TaskHolds<T = Shared> {
     outside: AtomicUsize,
-    collective: AtomicPtr<Shared>,
+    collective: AtomicPtr<T>,
 }
 
-impl TaskHolds {
+#[cfg(loom)]
+pub(crate) struct TaskHolds<T> {
+    outside: AtomicUsize,
+    collective: AtomicPtr<T>,
+}
+
+impl<T> TaskHolds<T> {
     pub(crate) fn new() -> Self {
         TaskHolds {
             outside: AtomicUsize::new(BIAS),
@@ -56,54 +67,93 @@ impl TaskHolds {
         }
     }
 
-    /// Called once by `Runtime::drop` when no worker thread of `shared` runs any more: hands the
-    /// task objects still alive a reference of their own (see the module docs).
-    pub(crate) fn merge(shared: &Arc<Shared>) {
-        let holds = &shared.task_holds;
-        let on_workers = shared.workers.iter().fold(0usize, |sum, w| {
-            sum.wrapping_add(w.counters.task_holds.load(Acquire) as usize)
-        });
-        holds
-            .collective
-            .store(Arc::into_raw(shared.clone()).cast_mut(), Release);
-        let delta = on_workers.wrapping_sub(BIAS);
-        if holds.outside.fetch_add(delta, AcqRel).wrapping_add(delta) == 0 {
-            holds.release_collective();
+    /// One more task object made outside the pool.
+    fn take_outside(&self) {
+        let prev = self.outside.fetch_add(1, Relaxed);
+        debug_assert_ne!(
+            prev, 0,
+            "a task object made after its runtime's last one went"
+        );
+    }
+
+    /// One task object made outside the pool, or made on a worker before the merge, is freed
+    /// outside the pool. Returns the collective reference if this was the last task object
+    /// after the merge: the caller drops it.
+    fn release_outside(&self) -> Option<Arc<T>> {
+        if self.outside.fetch_sub(1, AcqRel) == 1 {
+            // Only possible after the merge (the bias): this was the last task object.
+            Some(self.take_collective())
+        } else {
+            None
         }
     }
 
-    /// Drops the parked reference: the last task object is gone.
-    fn release_collective(&self) {
+    /// The merge (module docs): `on_workers` is the sum of the per-worker counts (wrapping),
+    /// final because no worker thread runs any more. Returns `collective` back when no task
+    /// object is left; otherwise the last one to go drops it.
+    fn merge_counts(&self, on_workers: usize, collective: Arc<T>) -> Option<Arc<T>> {
+        self.collective
+            .store(Arc::into_raw(collective).cast_mut(), Release);
+        let delta = on_workers.wrapping_sub(BIAS);
+        if self.outside.fetch_add(delta, AcqRel).wrapping_add(delta) == 0 {
+            Some(self.take_collective())
+        } else {
+            None
+        }
+    }
+
+    /// Takes the parked reference: the last task object is gone.
+    fn take_collective(&self) -> Arc<T> {
         let ptr = self.collective.swap(std::ptr::null_mut(), Acquire);
-        debug_assert!(!ptr.is_null(), "released before the merge");
-        // SAFETY: `ptr` came from `Arc::into_raw` in `merge`, and only the one who brought
-        // `outside` to zero gets here, once (the swap leaves null behind).
-        drop(unsafe { Arc::from_raw(ptr) });
+        assert!(!ptr.is_null(), "task holds released before the merge");
+        // SAFETY: `ptr` came from `Arc::into_raw` in `merge_counts`, and only the one who
+        // brought `outside` to zero gets here, once (the swap leaves null behind).
+        unsafe { Arc::from_raw(ptr) }
+    }
+}
+
+#[cfg(not(loom))]
+impl TaskHolds {
+    /// Called once by `Runtime::drop` when no worker thread of `shared` runs any more: hands the
+    /// task objects still alive a reference of their own (see the module docs).
+    pub(crate) fn merge(shared: &Arc<Shared>) {
+        let on_workers = shared.workers.iter().fold(0usize, |sum, w| {
+            sum.wrapping_add(w.counters.task_holds.load(Acquire) as usize)
+        });
+        drop(shared.task_holds.merge_counts(on_workers, shared.clone()));
     }
 }
 
 /// A task object's pointer to its runtime, counted in the runtime's [`TaskHolds`].
+#[cfg(not(loom))]
 pub(crate) struct RuntimeRef {
     ptr: NonNull<Shared>,
 }
 
 // SAFETY: `Shared` is `Send + Sync` (it is shared through `Arc` by the worker threads), and the
 // hold's count is updated with atomics or by the worker slot's own thread.
+#[cfg(not(loom))]
 unsafe impl Send for RuntimeRef {}
 // SAFETY: as above; `&RuntimeRef` only gives out `&Shared`.
+#[cfg(not(loom))]
 unsafe impl Sync for RuntimeRef {}
 
+#[cfg(not(loom))]
 impl RuntimeRef {
     /// Takes a hold on `shared` for a new task object; `here` is the calling thread's worker of
     /// `shared`, if it is one ([`Shared::here`]).
     pub(crate) fn new(shared: &Arc<Shared>, here: Option<&WorkerContext>) -> Self {
-        count(shared, here, 1);
+        match here {
+            Some(ctx) => count_on_worker(shared, ctx, 1),
+            None => shared.task_holds.take_outside(),
+        }
         RuntimeRef {
             ptr: NonNull::from(&**shared),
         }
     }
 }
 
+#[cfg(not(loom))]
 impl Deref for RuntimeRef {
     type Target = Shared;
 
@@ -114,34 +164,70 @@ impl Deref for RuntimeRef {
     }
 }
 
+#[cfg(not(loom))]
 impl Drop for RuntimeRef {
     fn drop(&mut self) {
         let shared: &Shared = self;
-        let here = shared.here();
-        if here.is_some() {
-            count(shared, here, -1);
-        } else if shared.task_holds.outside.fetch_sub(1, AcqRel) == 1 {
-            // Only possible after the merge: this was the last task object.
-            shared.task_holds.release_collective();
+        match shared.here() {
+            Some(ctx) => count_on_worker(shared, ctx, u64::MAX),
+            // The returned `Arc` (if this was the last task object) is dropped after `shared`'s
+            // last use.
+            None => drop(shared.task_holds.release_outside()),
         }
     }
 }
 
-/// Adds `delta` to the calling thread's count: its worker's own, or `outside`.
-fn count(shared: &Shared, here: Option<&WorkerContext>, delta: i64) {
-    match here {
-        Some(ctx) => {
-            let c: &AtomicU64 = &shared.workers[ctx.index].counters.task_holds;
-            // Only the thread serving this slot writes it (see `Shared::bump_at`).
-            c.store(c.load(Relaxed).wrapping_add(delta as u64), Release);
-        }
-        None => {
-            shared.task_holds.outside.fetch_add(delta as usize, Relaxed);
-        }
+/// Adds `delta` (wrapping) to the count of `ctx`'s worker slot.
+#[cfg(not(loom))]
+fn count_on_worker(shared: &Shared, ctx: &WorkerContext, delta: u64) {
+    let c = &shared.workers[ctx.index].counters.task_holds;
+    // Only the thread serving this slot writes it (see `Shared::bump_at`).
+    c.store(c.load(Relaxed).wrapping_add(delta), Release);
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::loom::thread;
+
+    /// The merge races the last task objects being freed outside the pool (one made on a
+    /// worker, one made outside): the collective reference is handed back exactly once, and
+    /// only when no task object is left (loom checks the `Arc` is not leaked or freed twice).
+    #[test]
+    fn merge_races_the_last_releases() {
+        loom::model(|| {
+            let holds = Arc::new(TaskHolds::<u8>::new());
+            // A task object made outside the pool, and one made on worker 0 (count 1).
+            holds.take_outside();
+            let on_workers = 1usize;
+            let releasers: Vec<_> = (0..2)
+                .map(|_| {
+                    let holds = holds.clone();
+                    thread::spawn(move || holds.release_outside().is_some())
+                })
+                .collect();
+            let collective = Arc::new(0u8);
+            let merged_last = holds.merge_counts(on_workers, collective.clone()).is_some();
+            let released_last = releasers
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|&last| last)
+                .count();
+            assert_eq!(
+                merged_last as usize + released_last,
+                1,
+                "handed back exactly once"
+            );
+            assert_eq!(
+                Arc::strong_count(&collective),
+                1,
+                "the parked clone was dropped"
+            );
+        });
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::sync::Arc;
 
