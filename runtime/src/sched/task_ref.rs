@@ -13,6 +13,15 @@
 //! existing one, which keeps the object alive); a decrement is Release, and the one that reaches
 //! zero does an Acquire fence before dropping the object, so every use of the object through
 //! other references happens before its destruction.
+//!
+//! One shortcut: a drop that reads the count as 1 (Acquire) holds the only reference and frees
+//! the object without the locked decrement (a fiber whose handle was dropped, or joined, before
+//! it finished: the worker's reference is then the last). Nobody can add a count meanwhile: a
+//! count is only made from another one (a clone), or from a bare pointer whose task some count
+//! keeps alive and that only the fiber itself or its worker uses while the fiber runs
+//! (`worker::current_task_ref`, a park's timer). Neither exists once the fiber finished and
+//! only this reference is left. The Acquire load reads the last Release decrement, so it orders
+//! every use through the other references before the destruction, like the fence.
 
 use std::alloc::Layout;
 use std::ops::Deref;
@@ -147,11 +156,15 @@ impl Deref for TaskRef {
 
 impl Drop for TaskRef {
     fn drop(&mut self) {
-        if self.header.refs.fetch_sub(1, Release) != 1 {
-            return;
+        let refs = &self.header.refs;
+        // The only reference left: no decrement needed (see the module docs).
+        if refs.load(Acquire) != 1 {
+            if refs.fetch_sub(1, Release) != 1 {
+                return;
+            }
+            // Pairs with the Release decrements of every other reference (module docs).
+            fence(Acquire);
         }
-        // Pairs with the Release decrements of every other reference (see the module docs).
-        fence(Acquire);
         let ptr = self.ptr.as_ptr();
         // SAFETY: the count reached zero, so this was the last reference: nobody else can reach
         // the task. It was written by `new` into memory from `task_memory::allocate` with the
