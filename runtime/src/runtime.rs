@@ -24,7 +24,7 @@ use crate::reactor::Reactor;
 use crate::sched::idle::{Idle, WorkerParker};
 use crate::sched::monitor::{run_monitor, spawn_worker_thread};
 use crate::sched::registry::Registry;
-use crate::sched::runtime_hold::TaskHolds;
+use crate::sched::runtime_hold::RuntimeHolds;
 use crate::sched::worker::{WorkerShared, SLOT_RUNNING};
 use crate::sched::{Config, Counters, Shared};
 use crate::stack::{round_stack_size, DEFAULT_STACK_SIZE};
@@ -164,7 +164,7 @@ impl RuntimeBuilder {
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             monitor_parker: WorkerParker::new(),
-            task_holds: TaskHolds::new(),
+            task_holds: RuntimeHolds::new(),
             config,
         });
         let mut rt = Runtime {
@@ -297,7 +297,7 @@ impl Drop for Runtime {
         while !shared.injector.steal().is_empty() {}
         // No worker thread runs any more: the task objects still alive (held by the user's
         // handles) take over their hold on `Shared` from this `Runtime`.
-        TaskHolds::merge(shared);
+        RuntimeHolds::merge(shared);
     }
 }
 

@@ -98,9 +98,9 @@ impl Builder {
     }
 }
 
-/// Makes a new task with a hold on the runtime and a fresh id (`make`), counts and queues it. `here` is the calling
-/// thread's worker of `shared` (`Shared::here`), looked up once by the caller for the id, the
-/// counter, the queue and the backpressure check.
+/// Makes a new task (`make`, given a hold on the runtime and a fresh id), counts and queues it.
+/// `here` is the calling thread's worker of `shared` (`Shared::here`), looked up once by the
+/// caller for the hold, the id, the counter, the queue and the backpressure check.
 fn submit(
     shared: &Arc<Shared>,
     here: Option<&WorkerContext>,
@@ -176,8 +176,7 @@ where
 impl<T> JoinHandle<T> {
     /// Waits for completion and takes the result (used by `block_on`).
     pub(crate) fn join_now(self) -> std::thread::Result<T> {
-        let header = &self.task.header;
-        header.join.wait(&header.state);
+        self.task.header.wait_done();
         self.take()
     }
 }

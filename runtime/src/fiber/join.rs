@@ -31,7 +31,7 @@ impl<T> JoinHandle<T> {
         let header = &self.task.header;
         if !header.state.is_done() {
             let _wait = crate::fiber::waiting("join", std::panic::Location::caller());
-            header.join.wait(&header.state);
+            header.wait_done();
         }
         self.take()
     }

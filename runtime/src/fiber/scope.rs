@@ -68,7 +68,7 @@ where
             break;
         }
         for task in tasks {
-            task.header.join.wait(&task.header.state);
+            task.header.wait_done();
             finished.push(task);
         }
     }

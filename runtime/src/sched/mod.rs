@@ -128,7 +128,7 @@ pub(crate) struct Counters {
     pub(crate) worker_parks: AtomicU64,
     pub(crate) spares_started: AtomicU64,
     /// Not a metric: the task objects this worker made minus those it freed (wrapping), its
-    /// share of the runtime's [`runtime_hold::TaskHolds`]. Unused in the runtime's own set.
+    /// share of the runtime's [`runtime_hold::RuntimeHolds`]. Unused in the runtime's own set.
     pub(crate) task_holds: AtomicU64,
 }
 
@@ -157,7 +157,7 @@ pub(crate) struct Shared {
     pub(crate) monitor_parker: idle::WorkerParker,
     pub(crate) threads: crate::loom::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// What keeps this `Shared` alive for task objects (see [`runtime_hold`]).
-    pub(crate) task_holds: runtime_hold::TaskHolds,
+    pub(crate) task_holds: runtime_hold::RuntimeHolds,
     /// Task objects of this runtime not yet freed (unit tests check reference counting with it).
     #[cfg(test)]
     pub(crate) live_tasks: AtomicUsize,

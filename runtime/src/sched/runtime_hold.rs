@@ -16,7 +16,7 @@
 //!   `outside` count, atomically. Until the runtime is dropped, `outside` carries a bias of
 //!   [`BIAS`] so it cannot reach zero however the holds are spread over the counts.
 //! * While the `Runtime` exists its own `Arc<Shared>` keeps `Shared` alive, so the counts only
-//!   matter once it is dropped. `Runtime::drop` calls [`TaskHolds::merge`] after it has joined
+//!   matter once it is dropped. `Runtime::drop` calls [`RuntimeHolds::merge`] after it has joined
 //!   every worker thread (so the per-worker counts are final and nobody writes them again): it
 //!   parks one `Arc<Shared>` clone in `collective`, then adds the per-worker counts minus the
 //!   bias to `outside` in one read-modify-write. From then on `outside` is the exact number of
@@ -46,18 +46,15 @@ const BIAS: usize = 1 << (usize::BITS - 2);
 
 /// The runtime side: the count of task objects held from outside the pool, and the collective
 /// reference parked at the merge (see the module docs). Generic only so that the loom model can
-/// stand in a small object for `Shared`.
-#[cfg(not(loom))]
-pub(crate) struct TaskHolds<T = Shared> {
-    outside: AtomicUsize,
-    collective: AtomicPtr<T>,
-}
-
-#[cfg(loom)]
+/// stand in a small object for `Shared`; the runtime uses [`RuntimeHolds`].
 pub(crate) struct TaskHolds<T> {
     outside: AtomicUsize,
     collective: AtomicPtr<T>,
 }
+
+/// The holds on a runtime's `Shared` (a field of it).
+#[cfg(not(loom))]
+pub(crate) type RuntimeHolds = TaskHolds<Shared>;
 
 impl<T> TaskHolds<T> {
     pub(crate) fn new() -> Self {
@@ -113,7 +110,7 @@ impl<T> TaskHolds<T> {
 }
 
 #[cfg(not(loom))]
-impl TaskHolds {
+impl RuntimeHolds {
     /// Called once by `Runtime::drop` when no worker thread of `shared` runs any more: hands the
     /// task objects still alive a reference of their own (see the module docs).
     pub(crate) fn merge(shared: &Arc<Shared>) {
@@ -124,7 +121,7 @@ impl TaskHolds {
     }
 }
 
-/// A task object's pointer to its runtime, counted in the runtime's [`TaskHolds`].
+/// A task object's pointer to its runtime, counted in the runtime's [`RuntimeHolds`].
 #[cfg(not(loom))]
 pub(crate) struct RuntimeRef {
     ptr: NonNull<Shared>,
@@ -263,9 +260,9 @@ mod tests {
             "freed while task objects point at it"
         );
         // Joined on this plain thread: the outside count reaches zero with the last one.
-        let cancelled = from_thread.into_iter().filter(|h| h.is_finished()).count();
+        let ended = from_thread.into_iter().filter(|h| h.is_finished()).count();
         assert_eq!(
-            cancelled, 100,
+            ended, 100,
             "every fiber ended (ran or was cancelled) before the drop"
         );
         assert!(

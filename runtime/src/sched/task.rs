@@ -77,6 +77,14 @@ pub(crate) struct Task<B: ?Sized> {
     pub(crate) body: B,
 }
 
+impl Header {
+    /// Blocks the calling fiber or thread until the fiber has finished (its result is then
+    /// visible); see [`JoinState`].
+    pub(crate) fn wait_done(&self) {
+        self.join.wait(&self.state);
+    }
+}
+
 /// The reference a PARKED fiber's state owns, taken by whoever moves the fiber out of PARKED
 /// (a wake, a cancel, its timer), to queue it.
 ///
