@@ -79,17 +79,35 @@ enum State {
 }
 
 /// A closure running on its own stack. See the module docs.
+///
+/// `repr(C)`, with what a resume reads (the saved stack pointer, the state and the record's
+/// `stack_top`) in its first 32 bytes, so that a task header holding one keeps them on its hot
+/// second line (`sched::task::Header`).
+#[repr(C)]
 pub struct RawFiber<T> {
-    stack: Option<Stack>,
     /// Saved stack pointer while `New` or `Suspended`.
     sp: usize,
     state: State,
     record: FiberRecord,
+    stack: Option<Stack>,
     name: Option<Arc<str>>,
     /// Drops the closure payload of a fiber that never started.
     drop_payload: unsafe fn(*mut u8),
     _not_send: PhantomData<NotSendReturning<T>>,
 }
+
+/// Bytes at the start of a [`RawFiber`] that hold everything a resume reads.
+pub(crate) const RAW_FIBER_HOT_BYTES: usize = 32;
+
+// The hot fields stay within the first `RAW_FIBER_HOT_BYTES` (the `repr(C)` order above).
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    type F = RawFiber<()>;
+    assert!(offset_of!(F, sp) + size_of::<usize>() <= RAW_FIBER_HOT_BYTES);
+    assert!(offset_of!(F, state) + size_of::<State>() <= RAW_FIBER_HOT_BYTES);
+    assert!(offset_of!(F, record) + size_of::<usize>() <= RAW_FIBER_HOT_BYTES);
+    assert!(offset_of!(FiberRecord, stack_top) == 0);
+};
 
 /// Bytes above a suspended fiber's stack pointer that [`RawFiber::prefetch_resume`] fetches.
 const RESUME_PREFETCH_BYTES: usize = 512;

@@ -40,23 +40,29 @@ pub(crate) const NO_HOME: usize = usize::MAX;
 pub struct Cancelled;
 
 /// The type-independent part of a task.
+///
+/// `repr(C)`, hot fields first: a fiber that parks and resumes over and over (a sleep loop, a
+/// socket server) touches the state word, the reference count, the runtime, its home, the wait
+/// record, the park flags and the fiber's saved stack pointer on every cycle, and those fit in
+/// the first two cache lines (`worker::PREFETCH_HEADER_BYTES` fetches exactly those). The rest
+/// (names, ids, join waiters, registry slot) is read at spawn, at the end, or by `Runtime::dump`.
+/// With 10,000 sleepers per worker the headers outgrow the core's cache, so every line a cycle
+/// touches is a miss (the assertions below the struct keep the layout honest).
+#[repr(C)]
 pub(crate) struct Header {
+    // First line.
+    pub(crate) state: TaskState,
     /// The count of [`TaskRef`]s (see [`super::task_ref`]).
     pub(crate) refs: AtomicUsize,
-    pub(crate) state: TaskState,
-    pub(crate) id: u64,
-    pub(crate) name: Option<Arc<str>>,
-    pub(crate) stack_size: usize,
-    pub(crate) home: AtomicUsize,
-    /// The fiber, created on first run. See the module docs for who may touch it.
-    pub(crate) fiber: UnsafeCell<Option<RawFiber<()>>>,
-    pub(crate) join: JoinState,
     /// The runtime; task objects hold it collectively (see [`super::runtime_hold`]).
     pub(crate) shared: RuntimeRef,
-    pub(crate) spawned_at: &'static Location<'static>,
-    /// Where the fiber sits in the runtime's registry of suspended fibers (encoded by
-    /// [`super::registry`]), or [`NOT_REGISTERED`].
-    pub(crate) registry_slot: AtomicUsize,
+    pub(crate) home: AtomicUsize,
+    /// What the fiber is blocked on, for `Runtime::dump` (written by the fiber itself).
+    pub(crate) wait: super::wait_slot::WaitSlot,
+    // Second line.
+    /// A park token taken out of the state word by `TaskState::start_running`; the fiber's
+    /// next park consumes it. Only the thread running the fiber touches it.
+    pub(crate) token: AtomicBool,
     /// Set once the cancellation unwind has been delivered (touched only by the fiber).
     pub(crate) cancel_delivered: AtomicBool,
     /// Set while the fiber must not unwind on cancellation (see `worker::CancelShield`).
@@ -64,12 +70,30 @@ pub(crate) struct Header {
     /// True while the fiber waits in its home worker's queue after `yield_now` without having
     /// left RUNNING (see `WorkerContext::run_task`); only `Runtime::dump` reads it.
     pub(crate) yielded: AtomicBool,
-    /// A park token taken out of the state word by `TaskState::start_running`; the fiber's
-    /// next park consumes it. Only the thread running the fiber touches it.
-    pub(crate) token: AtomicBool,
-    /// What the fiber is blocked on, for `Runtime::dump` (written by the fiber itself).
-    pub(crate) wait: super::wait_slot::WaitSlot,
+    /// The fiber, created on first run. See the module docs for who may touch it. Its hot
+    /// fields come first (see `RawFiber`).
+    pub(crate) fiber: UnsafeCell<Option<RawFiber<()>>>,
+    // Cold.
+    pub(crate) join: JoinState,
+    pub(crate) id: u64,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) stack_size: usize,
+    pub(crate) spawned_at: &'static Location<'static>,
+    /// Where the fiber sits in the runtime's registry of suspended fibers (encoded by
+    /// [`super::registry`]), or [`NOT_REGISTERED`].
+    pub(crate) registry_slot: AtomicUsize,
 }
+
+/// The hot fields of [`Header`] are in its first two cache lines (loom's atomics are larger, so
+/// the check is for the real build only).
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    let line = super::task_memory::GRAIN;
+    assert!(offset_of!(Header, wait) + size_of::<super::wait_slot::WaitSlot>() <= line);
+    assert!(offset_of!(Header, yielded) < 2 * line);
+    assert!(offset_of!(Header, fiber) + crate::fiber::RAW_FIBER_HOT_BYTES <= 2 * line);
+};
 
 /// A task: header first, then the typed body.
 pub(crate) struct Task<B: ?Sized> {
