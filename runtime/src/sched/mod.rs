@@ -45,6 +45,15 @@
 //! searches (and later stops, keeping the count balanced) whether or not it ever blocked.
 //! `idle::loom_tests` model-checks this protocol; `state::loom_tests` the fiber's state word.
 //!
+//! A worker pushing onto its *own* stealable deque notifies only when the deque was empty
+//! before the push. That cannot lose a fiber: the pusher is awake and runs its own queue before
+//! it ever parks, so the notify only serves parallelism. And parallelism is kept: the push that
+//! made the deque non-empty notified, and from then on, while stealable work remains, the last
+//! searcher to find work notifies again (above), so idle workers keep joining one by one (Go's
+//! rule: while there is work and an idle worker, one worker spins). A spawn storm saves a SeqCst
+//! fence and a read of the idle counters' shared line per spawn (spawn scratch, one worker:
+//! 146 -> 139 ns per fiber).
+//!
 //! The poller publishes nothing the wakers could miss either: a waker sets the worker's token
 //! (or adds an earlier timer) *before* it wakes the reactor, and the poller checks both while
 //! holding the poll lock, just before it blocks (`Reactor::poll_unless`), so a non-blocking poll

@@ -521,8 +521,14 @@ impl WorkerContext {
     fn push_back(&self, task: TaskRef) {
         let stealable = self.shared.config.migrate || task.header.home.load(Relaxed) == NO_HOME;
         if stealable {
-            self.local.borrow_mut().queue.push(task);
-            self.shared.notify_work();
+            let mut local = self.local.borrow_mut();
+            // Only a push into an empty deque notifies (module docs of `sched`).
+            let was_empty = local.queue.is_empty();
+            local.queue.push(task);
+            drop(local);
+            if was_empty {
+                self.shared.notify_work();
+            }
         } else {
             self.local.borrow_mut().pinned.push_back(task);
         }
