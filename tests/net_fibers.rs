@@ -256,3 +256,47 @@ fn fiber_read_timeout_and_cancel_while_blocked() {
     (&b).write_all(b"ok!!").unwrap();
     assert_eq!(&reader.join().unwrap(), b"ok!!");
 }
+
+/// Busy workers look at the reactor between fibers (`maintenance`) while sockets are registered:
+/// a socket's readiness reaches its fiber while every worker runs a yield loop that never parks.
+/// The latency bound is loose (the monitor also polls every 2 ms when no worker blocks in the
+/// reactor); what must not happen is a reader left waiting until the yielders stop.
+#[test]
+fn readiness_reaches_a_fiber_while_every_worker_is_busy() {
+    let _serial = one_at_a_time();
+    let _w = watchdog("readiness_while_busy", Duration::from_secs(60));
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let stop = Arc::new(AtomicUsize::new(0));
+    let yielders: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            rt.spawn(move || {
+                let mut n = 0u64;
+                while stop.load(SeqCst) == 0 {
+                    filament::yield_now();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let s2 = stop.clone();
+    let reader = rt.spawn(move || {
+        let mut buf = [0u8; 2];
+        (&a).read_exact(&mut buf).unwrap();
+        let got = Instant::now();
+        s2.store(1, SeqCst);
+        (buf, got)
+    });
+    thread::sleep(Duration::from_millis(50));
+    let sent = Instant::now();
+    (&b).write_all(b"hi").unwrap();
+    let (buf, got) = reader.join().unwrap();
+    assert_eq!(&buf, b"hi");
+    let latency = got.duration_since(sent);
+    assert!(latency < Duration::from_millis(500), "{latency:?}");
+    for y in yielders {
+        assert!(y.join().unwrap() > 0);
+    }
+}

@@ -267,6 +267,13 @@ mod mio_reactor {
             })
         }
 
+        /// True while some source is registered (a relaxed read of a counter written only by
+        /// `register` and `deregister`). With none, a non-blocking poll can only find the waker
+        /// or the deadline timer, which nobody waits on then: busy workers skip it.
+        pub fn has_registrations(&self) -> bool {
+            self.live.load(Relaxed) != 0
+        }
+
         /// Counters: polls, events handled, live registrations.
         pub fn stats(&self) -> ReactorStats {
             ReactorStats {

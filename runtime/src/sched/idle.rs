@@ -218,8 +218,14 @@ impl Shared {
     }
 
     /// Looks at the reactor without blocking (a busy or spinning worker, while no worker is
-    /// blocked in it) and queues the fibers whose sockets are ready.
+    /// blocked in it) and queues the fibers whose sockets are ready. Skipped while no source is
+    /// registered: the `epoll_wait` would find nothing, and in a runtime without sockets it
+    /// cost a tenth of a yield-heavy workload (a syscall every 61 scheduling decisions). The
+    /// deregistered sources waiting for release are released by the next poll that runs.
     pub(crate) fn poll_reactor_now(&self) {
+        if !self.reactor.has_registrations() {
+            return;
+        }
         // An error from epoll leaves the readiness to the next poll.
         let _ = self.with_deferred_wakes(|| self.reactor.poll(Some(Duration::ZERO)));
     }
