@@ -47,7 +47,9 @@ pub struct Cancelled;
 /// the first two cache lines (`worker::PREFETCH_HEADER_BYTES` fetches exactly those). The rest
 /// (names, ids, join waiters, registry slot) is read at spawn, at the end, or by `Runtime::dump`.
 /// With 10,000 sleepers per worker the headers outgrow the core's cache, so every line a cycle
-/// touches is a miss (the assertions below the struct keep the layout honest).
+/// touches is a miss (the assertions below the struct keep the layout honest). The lines are
+/// real cache lines because `task_memory` aligns task objects of up to 1 KiB to 64 bytes;
+/// a larger closure's task comes from the global allocator and may straddle one more line.
 #[repr(C)]
 pub(crate) struct Header {
     // First line.

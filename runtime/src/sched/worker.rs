@@ -521,7 +521,7 @@ impl WorkerContext {
     fn push_back(&self, task: TaskRef) {
         let stealable = self.shared.config.migrate || task.header.home.load(Relaxed) == NO_HOME;
         if stealable {
-            let local = self.local.borrow_mut();
+            let local = self.local.borrow();
             // Only a push into an empty deque notifies (module docs of `sched`).
             let was_empty = local.queue.is_empty();
             local.queue.push(task);
