@@ -248,6 +248,13 @@ mod tests {
                     .unwrap()
             })
             .collect();
+        // Dropping the runtime cancels the fibers that have not run yet; the ones spawned by
+        // fibers must have run for the sum below, so wait for them (at most 10 s).
+        let start = std::time::Instant::now();
+        while !from_fibers.iter().all(|h| h.is_finished()) {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         drop(rt);
         assert!(
             weak.upgrade().is_some(),
