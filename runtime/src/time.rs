@@ -409,13 +409,21 @@ mod tests {
         let timers = Timers::new(2);
         let now = Instant::now();
         let grace = Firing::Overdue(Duration::from_millis(1));
-        timers.add(now, task(&rt), 0, 0);
+        // One timer in shard 1's buckets, handed over to its owner by worker 0 once due...
         timers.add(now, task(&rt), 0, 1);
         let (mut out, mut owners) = (Vec::new(), Vec::new());
-        // Worker 0 hands shard 1's timer over; shard 0's stays where it is.
-        timers.take_due(now, Firing::Owner(0), &mut out, &mut owners);
-        let half = now + Duration::from_micros(500);
-        let two = now + Duration::from_millis(2);
+        let due = now + Duration::from_micros(200);
+        assert_eq!(
+            timers.take_due(due, Firing::Owner(0), &mut out, &mut owners),
+            0
+        );
+        assert_eq!(owners, [1], "handed over");
+        // ...and one still in shard 0's buckets, due a little later.
+        timers.add(due, task(&rt), 0, 0);
+        assert_eq!(timers.pending(), 2);
+        // Neither has waited a grace period yet; both have 2 ms on.
+        let half = due + Duration::from_micros(500);
+        let two = due + Duration::from_millis(2);
         assert_eq!(timers.take_due(half, grace, &mut out, &mut owners), 0);
         assert_eq!(timers.take_due(two, grace, &mut out, &mut owners), 2);
         assert_eq!(timers.pending(), 0);
