@@ -75,6 +75,13 @@ const SEARCH_ROUNDS: u32 = 4;
 /// How long a spinning worker spins on the CPU before it calls `sched_yield` between checks.
 const SPIN_BEFORE_YIELDING: Duration = Duration::from_micros(2);
 
+/// Most fibers one steal takes from another worker: half the victim's queue, up to this (Go and
+/// tokio also take half; crossbeam's default batch is 32). Fibers first run by the same worker
+/// stay together on it, so fibers spawned one after the other (a ring passing a token, a
+/// pipeline) cross between workers less often: in a 10,000-fiber ring the token crossed 430
+/// times a lap with batches of 32 and 235 with 128, and a hop fell from ~185 to ~150 ns.
+const STEAL_LIMIT: usize = 128;
+
 /// How often a spinning worker polls the reactor (without blocking) while no worker is blocked
 /// in it, so that I/O readiness is not left waiting for the spin to end.
 const SPIN_POLL_EVERY: Duration = Duration::from_micros(10);
@@ -119,7 +126,7 @@ impl WorkerContext {
     pub(super) fn steal_batch_from(&self, victim: usize, local: &Local) -> Steal<TaskRef> {
         let stolen = self.shared.workers[victim]
             .stealer
-            .steal_batch_and_pop(&local.queue);
+            .steal_batch_with_limit_and_pop(&local.queue, STEAL_LIMIT);
         if stolen.is_success() {
             self.shared.bump_at(Some(self), |c| &c.steals);
         }
