@@ -23,7 +23,8 @@
 //! # Searching and parking (why no wake-up is lost)
 //!
 //! A worker with nothing to run becomes *searching* if fewer than half of the workers already
-//! are, and steals half of a random victim's stealable deque (or a batch from the injector). A
+//! are, and steals half of a random victim's stealable deque, up to 128 fibers (or a batch from
+//! the injector). A
 //! worker that finds nothing parks:
 //!
 //! 1. it adds itself to the idle list ([`idle::Idle`]),

@@ -38,10 +38,10 @@
 //! ## Balancing steals
 //!
 //! Plain work stealing only balances *idle* workers: a worker steals once it has nothing else to
-//! run. With pinned fibers that is not enough. A worker that stole one batch of a
-//! burst of spawns starts them, they become its pinned work, and it never looks at the
-//! spawner's queue again, however long that queue is: 1,000 fibers spawned by one fiber and
-//! yielding in a loop ended up split 968 to 32 (steals of 32), and the run took as long as on one worker.
+//! run. With pinned fibers that is not enough. A worker that stole one batch of a burst of
+//! spawns starts them, they become its pinned work, and it never looks at the spawner's queue
+//! again, however long that queue is: 1,000 fibers spawned by one fiber and yielding in a loop
+//! ended up split 968 to 32 (with steals of 32), and the run took as long as on one worker.
 //!
 //! So at its periodic maintenance tick (every `GLOBAL_INTERVAL` scheduling decisions) a busy
 //! worker whose own stealable queue is empty looks at one other worker (picked as above). If that
