@@ -24,8 +24,7 @@
 //!
 //! A worker with nothing to run becomes *searching* if fewer than half of the workers already
 //! are, and steals half of a random victim's stealable deque, up to 128 fibers (or a batch from
-//! the injector). A
-//! worker that finds nothing parks:
+//! the injector). A worker that finds nothing parks:
 //!
 //! 1. it adds itself to the idle list ([`idle::Idle`]),
 //! 2. stops searching (decrements the searching count),
