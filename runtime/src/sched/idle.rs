@@ -217,11 +217,12 @@ impl Shared {
         f()
     }
 
-    /// Looks at the reactor without blocking (a busy or spinning worker, while no worker is
-    /// blocked in it) and queues the fibers whose sockets are ready. Skipped while no source is
-    /// registered: the `epoll_wait` would find nothing, and in a runtime without sockets it
-    /// cost a tenth of a yield-heavy workload (a syscall every 61 scheduling decisions). The
-    /// deregistered sources waiting for release are released by the next poll that runs.
+    /// Looks at the reactor without blocking (a busy or spinning worker, or the monitor, while no
+    /// worker is blocked in it) and queues the fibers whose sockets are ready. Skipped while no
+    /// source is registered: the `epoll_wait` would find nothing, and in a runtime without
+    /// sockets it cost a tenth of a yield-heavy workload (a syscall every 61 scheduling
+    /// decisions). The deregistered sources waiting for release are released by the next poll
+    /// that runs (at the latest the blocking poll of the next worker to park).
     pub(crate) fn poll_reactor_now(&self) {
         if !self.reactor.has_registrations() {
             return;

@@ -82,7 +82,7 @@ pub(crate) fn run_monitor(shared: Arc<Shared>) {
         // `crate::time`); the monitor takes only what waited past a grace period.
         if shared.idle.poller.load(SeqCst) == 0 {
             shared.fire_timers_at(None, now, Firing::Overdue(TIMER_GRACE));
-            let _ = shared.with_deferred_wakes(|| shared.reactor.poll(Some(Duration::ZERO)));
+            shared.poll_reactor_now();
         }
         // Stuck workers.
         let work_waiting = shared.has_stealable_work();
