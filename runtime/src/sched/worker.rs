@@ -486,9 +486,9 @@ fn prefetch_stack(task: &TaskRef, park_frames: bool) {
 /// timer tick waking thousands) would otherwise halve that drain, and every fiber not yet spawned
 /// starts later. Giving the queue every turn would starve the woken fibers for as long as a
 /// spawn loop lasts (they cannot run elsewhere); a share of one in four keeps them moving.
-/// In-process A/B of the sleep benchmark (10,000 fibers spawned in a loop,
-/// then sleeping; 30 alternating pairs): one in four beat one in two in 22 of 30 pairs
-/// (12.7 -> 12.5 ms); the queue always first lost to one in two in 20 of 30.
+/// In-process A/B of the sleep benchmark (10,000 fibers spawned in a loop, then sleeping; 30
+/// alternating pairs): one in four beat one in two in 22 of 30 pairs (12.7 -> 12.5 ms); the
+/// queue always first lost to one in two in 20 of 30.
 const HELD_SPAWNER_PINNED_TURN: u32 = 4;
 
 /// Scheduling decisions after which a spawner held back by backpressure runs again even if its
